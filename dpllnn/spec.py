@@ -1,0 +1,110 @@
+"""The property model: a VNN-LIB file as a list of cases.
+
+The VNN-LIB file describes the *unsafe* set (VNN-COMP semantics).  After parsing it is a
+disjunction of :class:`Case` objects; each case is an input box and an output DNF, a list of
+disjuncts ``(C, d)`` each meaning the conjunction of rows ``C @ y <= d``.  A point ``x`` is a
+counterexample iff for some case ``lb <= x <= ub`` and for some disjunct ``C @ N(x) <= d``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Disjunct:
+    """Conjunction ``C @ y <= d``.
+
+    Attributes
+    ----------
+    C : ndarray, shape (m, n_outputs), float64
+    d : ndarray, shape (m,), float64
+    """
+
+    C: np.ndarray
+    d: np.ndarray
+
+    def __post_init__(self):
+        self.C = np.ascontiguousarray(np.atleast_2d(np.asarray(self.C, dtype=np.float64)))
+        self.d = np.ascontiguousarray(np.asarray(self.d, dtype=np.float64).reshape(-1))
+        if self.C.shape[0] != self.d.shape[0]:
+            raise ValueError(f"Disjunct: C {self.C.shape} and d {self.d.shape} do not match")
+
+    def __iter__(self):  # allows ``C, d = disjunct``
+        yield self.C
+        yield self.d
+
+    def margin(self, y: np.ndarray) -> np.ndarray:
+        """``max_i (C @ y - d)_i`` per row of ``y`` (<= 0 means the disjunct holds).
+
+        y : ndarray, shape (n_outputs,) or (batch, n_outputs) -> float or ndarray (batch,)
+        """
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim == 1:
+            return float(np.max(self.C @ y - self.d)) if self.C.shape[0] else -np.inf
+        if self.C.shape[0] == 0:
+            return np.full(y.shape[0], -np.inf)
+        return np.max(y @ self.C.T - self.d, axis=1)
+
+    def holds(self, y: np.ndarray) -> bool:
+        """True iff ``C @ y <= d`` exactly (no tolerance)."""
+        return bool(np.all(self.C @ np.asarray(y, dtype=np.float64) <= self.d))
+
+
+@dataclass
+class Case:
+    """One input box with an output DNF.
+
+    Attributes
+    ----------
+    lb, ub : ndarray, shape (n_inputs,), float64
+    disjuncts : list of Disjunct
+    """
+
+    lb: np.ndarray
+    ub: np.ndarray
+    disjuncts: list[Disjunct]
+
+    def __post_init__(self):
+        self.lb = np.ascontiguousarray(np.asarray(self.lb, dtype=np.float64).reshape(-1))
+        self.ub = np.ascontiguousarray(np.asarray(self.ub, dtype=np.float64).reshape(-1))
+        self.disjuncts = [d if isinstance(d, Disjunct) else Disjunct(*d) for d in self.disjuncts]
+
+    def contains(self, x: np.ndarray) -> bool:
+        """True iff ``lb <= x <= ub`` exactly (no tolerance)."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        return bool(x.shape == self.lb.shape and np.all(x >= self.lb) and np.all(x <= self.ub))
+
+    @property
+    def is_empty(self) -> bool:
+        """True when some ``lb > ub``: the box holds no point."""
+        return bool(np.any(self.lb > self.ub))
+
+
+@dataclass
+class Spec:
+    """A parsed VNN-LIB property.
+
+    Attributes
+    ----------
+    cases : list of Case
+    n_inputs, n_outputs : int
+        Numbers of declared ``X_i`` and ``Y_j``.
+    source : str or None
+        The VNN-LIB path.
+    """
+
+    cases: list[Case]
+    n_inputs: int
+    n_outputs: int
+    source: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_disjuncts(self) -> int:
+        return int(sum(len(c.disjuncts) for c in self.cases))
+
+    def summary(self) -> str:
+        return (f"{self.n_inputs} inputs, {self.n_outputs} outputs, {len(self.cases)} case(s), "
+                f"{self.n_disjuncts} disjunct(s)")

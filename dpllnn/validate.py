@@ -1,0 +1,94 @@
+"""Counterexample validation: the only gate through which ``sat`` is answered.
+
+A candidate ``x`` is accepted iff it lies inside a case's box exactly (no tolerance) and satisfies
+one of that case's disjuncts exactly, both under dpllnn's float64 forward pass and under
+onnxruntime running the original ONNX file (when the network came from a file).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .network import Network
+from .result import Counterexample
+from .spec import Spec
+
+
+@functools.lru_cache(maxsize=8)
+def _ort_session(path: str):
+    import onnxruntime as ort  # lazy: slow import
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_forward(path: str, x: np.ndarray, input_shape) -> np.ndarray:
+    """Run the ONNX file at ``path`` on one flattened input ``x``.
+
+    Parameters
+    ----------
+    path : str -- ONNX file
+    x : ndarray, shape (n_inputs,)
+    input_shape : tuple -- input shape without batch dimension
+
+    Returns
+    -------
+    ndarray, float64, shape (n_outputs,)
+    """
+    sess = _ort_session(str(path))
+    inp = sess.get_inputs()[0]
+    dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(inp.type, np.float32)
+    shape = [1] + [int(s) for s in input_shape]
+    # honour a declared rank that differs from ours (e.g. dynamic batch dims)
+    feed = np.asarray(x, dtype=dtype).reshape(shape)
+    if inp.shape is not None and len(inp.shape) != len(shape):
+        want = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        if int(np.prod(want)) == feed.size:
+            feed = feed.reshape(want)
+    out = sess.run(None, {inp.name: feed})[0]
+    return np.asarray(out, dtype=np.float64).reshape(-1)
+
+
+def check_counterexample(network: Network, spec: Spec, x: np.ndarray,
+                         use_onnxruntime: bool = True) -> Counterexample | None:
+    """Validate a candidate counterexample.
+
+    Parameters
+    ----------
+    network : Network -- with ``source`` set to the ONNX path for the onnxruntime check
+    spec : Spec
+    x : ndarray, shape (n_inputs,)
+    use_onnxruntime : bool -- also require onnxruntime's output to satisfy the disjunct
+        (always True in the verifier; False only for networks that never had a file)
+
+    Returns
+    -------
+    Counterexample or None -- None when ``x`` is rejected.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if x.shape[0] != network.n_inputs or not np.all(np.isfinite(x)):
+        return None
+    y64 = network.forward(x)
+    if not np.all(np.isfinite(y64)):
+        return None
+    y_ort = None
+    for ci, case in enumerate(spec.cases):
+        if not case.contains(x):
+            continue
+        for di, disj in enumerate(case.disjuncts):
+            if not disj.holds(y64):
+                continue
+            if use_onnxruntime and network.source is not None:
+                if y_ort is None:
+                    y_ort = onnxruntime_forward(network.source, x, network.input_shape)
+                if not disj.holds(y_ort):
+                    continue
+            elif use_onnxruntime:
+                return None
+            return Counterexample(x=x.copy(), y=(y_ort if y_ort is not None else y64).copy(),
+                                  y_float64=y64, case=ci, disjunct=di)
+    return None
