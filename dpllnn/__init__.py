@@ -1,0 +1,36 @@
+"""dpllnn: a complete DPLL(T)/CDCL verifier for ReLU neural networks.
+
+Vocabulary (DESIGN.md §4): ``lb``/``ub`` bounds; ``W`` shape (n_out, n_in), ``b`` shape (n_out,);
+pre-activation ``z``, post-activation ``a``; ``phase`` int8 (-1 stably/assigned inactive,
+0 unknown, +1 active); ``lit``/``var`` SAT integers (positive literal = active); ``spec`` the
+property, ``case`` one (box, DNF) pair, ``disjunct`` one ``(C, d)`` meaning ``C @ y <= d``;
+``counterexample`` (``x``, ``y``).  VNN-LIB describes the unsafe set: ``sat`` means a
+counterexample exists, ``unsat`` means the property is proved.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import DpllnnError, SpecError, UnsupportedOperator  # noqa: E402
+from .result import Counterexample, Result, Verdict  # noqa: E402
+
+__all__ = ["verify", "load_network", "load_spec", "Result", "Verdict", "Counterexample",
+           "DpllnnError", "SpecError", "UnsupportedOperator"]
+
+
+def load_network(path):
+    """Load an ONNX file into a :class:`dpllnn.network.Network` (see ``dpllnn.io.onnx_import``)."""
+    from .io.onnx_import import load_onnx
+    return load_onnx(path)
+
+
+def load_spec(path, n_inputs=None, n_outputs=None):
+    """Parse a VNN-LIB 1.0 file into a :class:`dpllnn.spec.Spec` (see ``dpllnn.io.vnnlib``)."""
+    from .io.vnnlib import parse_vnnlib
+    return parse_vnnlib(path, n_inputs=n_inputs, n_outputs=n_outputs)
+
+
+def verify(network, spec, **kwargs):
+    """Decide ``spec`` on ``network`` (see ``dpllnn.search.verify.verify``)."""
+    from .search.verify import verify as _verify
+    return _verify(network, spec, **kwargs)
