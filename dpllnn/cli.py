@@ -1,0 +1,194 @@
+"""Command-line interface: argument parsing and printing only.
+
+Exit codes: 0 when a verdict (or the requested output) was produced, 2 for bad input or usage
+(one line on stderr naming the file, and line or node), 1 for an internal error (never a verdict).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+from .errors import DpllnnError
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number: {text!r}")
+    return v
+
+
+def _workers(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dpllnn", description="Complete verifier for ReLU networks "
+                                "(ONNX + VNN-LIB). sat = counterexample found; unsat = proved.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"dpllnn {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("verify", help="decide a VNN-LIB property on an ONNX network")
+    v.add_argument("network", help="ONNX file")
+    v.add_argument("spec", help="VNN-LIB file (describes the unsafe set)")
+    v.add_argument("--timeout", type=_positive_float, default=60.0, help="wall-clock limit, s")
+    v.add_argument("--results-file", help="write the VNN-COMP results file here (atomically)")
+    v.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    v.add_argument("--seed", type=int, default=0, help="random seed (runs are reproducible)")
+    v.add_argument("--workers", type=_workers, default=None,
+                   help="parallel worker processes (default: all cores)")
+    v.add_argument("--mode", choices=["auto", "inputsplit", "cdcl"], default="auto",
+                   help="search strategy (auto: input splitting for <= 20 inputs, else CDCL)")
+
+    i = sub.add_parser("info", help="print shapes, layers, ReLUs (and the property's cases)")
+    i.add_argument("network")
+    i.add_argument("spec", nargs="?")
+    i.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("bounds", help="sound bounds on every layer and on each disjunct")
+    b.add_argument("network")
+    b.add_argument("spec")
+    b.add_argument("--method", choices=["ibp", "symbolic", "crown", "alpha"], default="crown")
+    b.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors exit 2, --help/--version exit 0
+        return int(e.code or 0)
+    try:
+        return _COMMANDS[args.command](args)
+    except DpllnnError as e:
+        print(f"dpllnn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dpllnn: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # internal error: report, never a verdict
+        if os.environ.get("DPLLNN_DEBUG"):
+            traceback.print_exc()
+        print(f"dpllnn: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+def _load(args, need_spec=True):
+    from .io.onnx_import import load_onnx
+    from .io.vnnlib import parse_vnnlib
+
+    net = load_onnx(args.network)
+    spec = None
+    if getattr(args, "spec", None):
+        spec = parse_vnnlib(args.spec, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
+    elif need_spec:
+        raise DpllnnError("a VNN-LIB property is required")
+    return net, spec
+
+
+def cmd_verify(args) -> int:
+    from .io.witness import write_results_file
+    from .search.verify import verify
+
+    t0 = time.monotonic()
+    net, spec = _load(args)
+    remaining = max(0.0, args.timeout - (time.monotonic() - t0))
+    result = verify(net, spec, timeout_s=remaining, seed=args.seed, workers=args.workers,
+                    mode=args.mode)
+    result.time_s = time.monotonic() - t0
+    if args.results_file:
+        write_results_file(args.results_file, result)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(result.verdict.value)
+        st = result.stats
+        bits = [f"time {result.time_s:.3f} s"]
+        for key in ("mode", "nodes", "conflicts", "implied", "stable", "restarts", "lp_calls"):
+            if key in st:
+                bits.append(f"{key} {st[key]}")
+        print(", ".join(bits))
+        if result.reason:
+            print(f"reason: {result.reason}")
+        if result.counterexample is not None:
+            cex = result.counterexample
+            print("counterexample x = " + " ".join(f"{v:.9g}" for v in cex.x[:16])
+                  + (" ..." if cex.x.size > 16 else ""))
+            print("output y = " + " ".join(f"{v:.9g}" for v in cex.y))
+    return 0
+
+
+def cmd_info(args) -> int:
+    net, spec = _load(args, need_spec=False)
+    info = {"network": os.path.abspath(args.network), "input_shape": list(net.input_shape),
+            "output_shape": list(net.output_shape), "n_inputs": net.n_inputs,
+            "n_outputs": net.n_outputs,
+            "layers": [{"type": "affine", "in": a.n_in, "out": a.n_out} if k % 2 == 0 else
+                       {"type": "relu", "size": a}
+                       for k, a in enumerate(_interleave(net))],
+            "n_relus": net.n_relus, "n_params": net.n_params}
+    if spec is not None:
+        info["spec"] = {"path": os.path.abspath(args.spec), "cases": len(spec.cases),
+                        "disjuncts": spec.n_disjuncts,
+                        "disjuncts_per_case": [len(c.disjuncts) for c in spec.cases]}
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"network  {args.network}")
+    print(f"  {net.summary()}")
+    print("  layers   " + " -> ".join(
+        f"Affine({l['in']}->{l['out']})" if l["type"] == "affine" else "ReLU"
+        for l in info["layers"]))
+    if spec is not None:
+        print(f"property {args.spec}")
+        print(f"  {spec.summary()}")
+    return 0
+
+
+def _interleave(net):
+    out = []
+    for k, a in enumerate(net.affines):
+        out.append(a)
+        if k < len(net.affines) - 1:
+            out.append(a.n_out)
+    return out
+
+
+def cmd_bounds(args) -> int:
+    from .bounds.report import bounds_report
+
+    net, spec = _load(args)
+    rep = bounds_report(net, spec, method=args.method)
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    print(f"method {rep['method']}, time {rep['time_s']:.6f} s, unstable neurons {rep['unstable']}")
+    for k, layer in enumerate(rep["layers"]):
+        lo, hi = layer["lb"], layer["ub"]
+        print(f"  layer {k}: {len(lo)} neurons, lb min {min(lo):.6g}, ub max {max(hi):.6g}")
+    for ci, case in enumerate(rep["cases"]):
+        for di, dj in enumerate(case["disjuncts"]):
+            rows = ", ".join(f"[{l:.6g}, {u:.6g}]" for l, u in zip(dj["lower"], dj["upper"]))
+            print(f"  case {ci} disjunct {di}: C@y-d in {rows}")
+    return 0
+
+
+_COMMANDS = {"verify": cmd_verify, "info": cmd_info, "bounds": cmd_bounds}
+
+if __name__ == "__main__":
+    sys.exit(main())
