@@ -1,0 +1,117 @@
+"""Network → ONNX (Gemm/Relu or MatMul/Add/Relu), loadable by onnxruntime.
+
+``onnx.helper.make_model`` in onnx 1.23 stamps an IR version newer than onnxruntime 1.31 accepts,
+so the IR version and opset are set explicitly (:data:`IR_VERSION`, :data:`OPSET`).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..network import Network
+
+__all__ = ["to_onnx", "IR_VERSION", "OPSET"]
+
+#: ONNX IR version written into exported models (onnxruntime 1.31 supports up to 10/11).
+IR_VERSION = 8
+#: Default-domain opset of exported models (Gemm, Relu, Flatten, MatMul, Add accept double).
+OPSET = 13
+
+_DTYPES = {"float32": (np.float32, TensorProto.FLOAT), "float64": (np.float64, TensorProto.DOUBLE)}
+
+
+def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32",
+            gemm: bool = True, input_name: str = "input", output_name: str = "output",
+            ) -> onnx.ModelProto:
+    """Export a canonical network as an ONNX model.
+
+    Parameters
+    ----------
+    network : Network
+        The network; ``affines[k].W`` has shape ``(n_out, n_in)``, float64.
+    path : str or os.PathLike, optional
+        When given, the model is also written there atomically (temporary file in the same
+        directory, then ``os.replace``).
+    input_shape : tuple of int, optional
+        Input shape without the batch dimension; the ONNX input is ``[1] + input_shape`` and a
+        ``Flatten`` node (C order) precedes the first layer.  Default: ``[1, n_inputs]``.
+    dtype : {"float32", "float64"}
+        Tensor element type of the input, weights and output.  ``"float64"`` keeps the weights
+        bit-exact, so onnxruntime reproduces :meth:`Network.forward` to rounding.
+    gemm : bool
+        ``True``: one ``Gemm`` (``transB=1``) per affine layer; ``False``: ``MatMul`` + ``Add``.
+    input_name, output_name : str
+        Names of the graph input and output.
+
+    Returns
+    -------
+    onnx.ModelProto
+        IR version :data:`IR_VERSION`, opset :data:`OPSET`; output shape ``[1, n_outputs]``.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``dtype`` or an ``input_shape`` whose size is not ``n_inputs``.
+    OSError
+        When writing ``path`` fails (no partial file is left behind).
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"to_onnx: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    np_dtype, elem = _DTYPES[dtype]
+    n_in, n_out = network.n_inputs, network.n_outputs
+    shape = [1, n_in] if input_shape is None else [1] + [int(s) for s in input_shape]
+    if int(np.prod(shape)) != n_in:
+        raise ValueError(f"to_onnx: input_shape {tuple(shape[1:])} does not have {n_in} elements")
+
+    nodes, inits = [], []
+    cur = input_name
+    if len(shape) != 2:
+        nodes.append(helper.make_node("Flatten", [cur], ["flat"], name="flatten", axis=1))
+        cur = "flat"
+    last = len(network.affines) - 1
+    for k, aff in enumerate(network.affines):
+        wname, bname = f"W{k}", f"b{k}"
+        z = output_name if k == last else f"z{k}"
+        if gemm:
+            inits.append(numpy_helper.from_array(aff.W.astype(np_dtype), wname))
+            inits.append(numpy_helper.from_array(aff.b.astype(np_dtype), bname))
+            nodes.append(helper.make_node("Gemm", [cur, wname, bname], [z], name=f"gemm_{k}",
+                                          transB=1))
+        else:
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(aff.W.T, dtype=np_dtype),
+                                                 wname))
+            inits.append(numpy_helper.from_array(aff.b.astype(np_dtype), bname))
+            nodes.append(helper.make_node("MatMul", [cur, wname], [f"m{k}"], name=f"matmul_{k}"))
+            nodes.append(helper.make_node("Add", [f"m{k}", bname], [z], name=f"add_{k}"))
+        if k < last:
+            nodes.append(helper.make_node("Relu", [z], [f"a{k}"], name=f"relu_{k}"))
+            cur = f"a{k}"
+
+    graph = helper.make_graph(
+        nodes, "dpllnn",
+        [helper.make_tensor_value_info(input_name, elem, shape)],
+        [helper.make_tensor_value_info(output_name, elem, [1, n_out])],
+        initializer=inits)
+    model = helper.make_model(graph, producer_name="dpllnn",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    if path is not None:
+        _write_atomic(model, os.fspath(path))
+    return model
+
+
+def _write_atomic(model: onnx.ModelProto, path: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(model.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
