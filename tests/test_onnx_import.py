@@ -291,3 +291,40 @@ def test_no_nodes_and_multiple_inputs():
     m.graph.input.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 2]))
     with pytest.raises(OnnxError, match="one graph input"):
         network_from_model(m, "two.onnx")
+
+
+def test_pytorch_dynamic_flatten_pattern(tmp_path):
+    """Shape -> Gather -> Unsqueeze -> Concat -> Reshape, plus Cast, Neg and a tensor Concat."""
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]),
+             helper.make_node("Gather", ["shp", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["tgt"], axis=0),
+             helper.make_node("Reshape", ["x", "tgt"], ["flat"]),
+             helper.make_node("Cast", ["flat"], ["fc"], to=TensorProto.FLOAT),
+             helper.make_node("Neg", ["fc"], ["ng"]),
+             helper.make_node("Concat", ["ng", "fc", "pad"], ["cat"], axis=1),
+             helper.make_node("Gemm", ["cat", "W"], ["y"], transB=1)]
+    m = _model(nodes, [1, 2, 3], inits=[("zero", np.array(0, dtype=np.int64)),
+                                        ("ax0", np.array([0], dtype=np.int64)),
+                                        ("minus1", np.array([-1], dtype=np.int64)),
+                                        ("pad", _r(1, 2)), ("W", _r(4, 14))])
+    net = _check(tmp_path, m)
+    assert net.n_hidden_layers == 0 and net.n_inputs == 6
+
+
+def test_missing_external_data(tmp_path):
+    m = _model([helper.make_node("MatMul", ["x", "W"], ["y"])], [1, 3], inits=[("W", _r(3, 2))])
+    p = tmp_path / "ext.onnx"
+    onnx.save(m, p, save_as_external_data=True, location="ext.bin", size_threshold=0)
+    assert load_onnx(p).n_outputs == 2
+    (tmp_path / "ext.bin").unlink()
+    with pytest.raises(OnnxError, match="ext.onnx"):
+        load_onnx(p)
+
+
+def test_unsorted_nodes_are_ordered(tmp_path):
+    nodes = [helper.make_node("Gemm", ["r", "W2"], ["y"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["x", "W1"], ["h"], transB=1)]
+    m = _model(nodes, [1, 3], inits=[("W1", _r(4, 3)), ("W2", _r(2, 4))])
+    assert network_from_model(m, "u.onnx").hidden_sizes == [4]

@@ -68,42 +68,36 @@ def _same_seg(x: _Sym, y: _Sym) -> None:
                          unsupported=True)
 
 
+def _promote(c, like: _Sym) -> _Sym:
+    """A constant as a _Sym of ``like``'s segment (zero coefficients, no memory)."""
+    c = _f64(c)
+    return _Sym(np.broadcast_to(np.zeros(()), (like.W.shape[0],) + c.shape), c, like.seg)
+
+
 def _add(x, y, sign: float = 1.0):
     """``x + sign * y`` for constants and _Sym (numpy broadcasting)."""
     if not isinstance(x, _Sym) and not isinstance(y, _Sym):
         return x + y if sign > 0 else x - y
-    if isinstance(x, _Sym) and isinstance(y, _Sym):
-        _same_seg(x, y)
-        b = x.b + sign * y.b
-        W = _lift(x.W, b.ndim) + sign * _lift(y.W, b.ndim)
-        return _Sym(np.broadcast_to(W, (W.shape[0],) + b.shape), b, x.seg)
-    if isinstance(x, _Sym):
-        b = x.b + sign * _f64(y)
-        return _Sym(np.broadcast_to(_lift(x.W, b.ndim), (x.W.shape[0],) + b.shape), b, x.seg)
-    b = _f64(x) + sign * y.b
-    W = sign * _lift(y.W, b.ndim)
-    return _Sym(np.broadcast_to(W, (W.shape[0],) + b.shape), b, y.seg)
+    x = x if isinstance(x, _Sym) else _promote(x, y)
+    y = y if isinstance(y, _Sym) else _promote(y, x)
+    _same_seg(x, y)
+    b = x.b + sign * y.b
+    W = _lift(x.W, b.ndim) + sign * _lift(y.W, b.ndim)
+    return _Sym(np.broadcast_to(W, (W.shape[0],) + b.shape), b, x.seg)
 
 
-def _mul(x, y):
-    if isinstance(x, _Sym) and isinstance(y, _Sym):
-        raise _NodeError("product of two input-dependent tensors is not piecewise linear",
+def _scale(x, y, divide: bool = False):
+    """``x * y`` (or ``x / y``) where at most one operand depends on the input."""
+    if isinstance(y, _Sym) and (divide or isinstance(x, _Sym)):
+        raise _NodeError("division by an input-dependent tensor" if divide else
+                         "product of two input-dependent tensors is not piecewise linear",
                          unsupported=True)
     if not isinstance(x, _Sym) and not isinstance(y, _Sym):
-        return x * y
+        return x / y if divide else x * y
     s, c = (x, _f64(y)) if isinstance(x, _Sym) else (y, _f64(x))
-    b = s.b * c
-    return _Sym(np.broadcast_to(_lift(s.W, b.ndim) * c, (s.W.shape[0],) + b.shape), b, s.seg)
-
-
-def _div(x, y):
-    if isinstance(y, _Sym):
-        raise _NodeError("division by an input-dependent tensor", unsupported=True)
-    if not isinstance(x, _Sym):
-        return x / y
-    c = _f64(y)
-    b = x.b / c
-    return _Sym(np.broadcast_to(_lift(x.W, b.ndim) / c, (x.W.shape[0],) + b.shape), b, x.seg)
+    op = np.divide if divide else np.multiply
+    b = op(s.b, c)
+    return _Sym(np.broadcast_to(op(_lift(s.W, b.ndim), c), (s.W.shape[0],) + b.shape), b, s.seg)
 
 
 def _matmul(x, y):
@@ -167,9 +161,9 @@ def _op_gemm(node, vals, attrs, opset):
     y = _matmul(A, B)
     alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
     if alpha != 1.0:
-        y = _mul(y, np.float64(alpha))
+        y = _scale(y, np.float64(alpha))
     if len(vals) > 2 and vals[2] is not None:
-        C = vals[2] if beta == 1.0 else _mul(vals[2], np.float64(beta))
+        C = vals[2] if beta == 1.0 else _scale(vals[2], np.float64(beta))
         y = _add(y, C)
     return [y]
 
@@ -186,7 +180,7 @@ def _op_bn(node, vals, attrs, opset):
     ps = (-1,) + (1,) * (rank - 2)
     eps = float(attrs.get("epsilon", 1e-5))
     s = _f64(scale) / np.sqrt(_f64(var) + eps)
-    y = _mul(_add(x, _f64(mean).reshape(ps), -1.0), s.reshape(ps))
+    y = _scale(_add(x, _f64(mean).reshape(ps), -1.0), s.reshape(ps))
     return [_add(y, _f64(bias).reshape(ps))]
 
 
@@ -294,9 +288,9 @@ _OPS = {
     "MatMul": lambda n, v, a, o: [_matmul(v[0], v[1])],
     "Add": lambda n, v, a, o: [_add(v[0], v[1])],
     "Sub": lambda n, v, a, o: [_add(v[0], v[1], -1.0)],
-    "Mul": lambda n, v, a, o: [_mul(v[0], v[1])],
-    "Div": lambda n, v, a, o: [_div(v[0], v[1])],
-    "Neg": lambda n, v, a, o: [_mul(v[0], np.float64(-1.0))],
+    "Mul": lambda n, v, a, o: [_scale(v[0], v[1])],
+    "Div": lambda n, v, a, o: [_scale(v[0], v[1], divide=True)],
+    "Neg": lambda n, v, a, o: [_scale(v[0], np.float64(-1.0))],
     "Identity": lambda n, v, a, o: [v[0]],
     "Constant": _op_constant,
     "BatchNormalization": _op_bn,
@@ -347,15 +341,18 @@ def _order(graph, known: set, out_name: str, path: str) -> list[tuple[int, onnx.
             need.add(i)
             stack.extend(graph.node[i].input)
     avail, order, pending = set(known), [], sorted(need)
-    while pending:
-        ready = [i for i in pending if all(x == "" or x in avail for x in graph.node[i].input)]
-        if not ready:
-            nd = graph.node[pending[0]]
-            raise OnnxError(path, f"graph has a cycle at node '{_node_label(nd, pending[0])}'")
-        for i in ready:
-            avail.update(graph.node[i].output)
-        order.extend(ready)
-        pending = [i for i in pending if i not in set(ready)]
+    while pending:  # one pass when the file is already topologically sorted
+        left = []
+        for i in pending:
+            if all(x == "" or x in avail for x in graph.node[i].input):
+                avail.update(graph.node[i].output)
+                order.append(i)
+            else:
+                left.append(i)
+        if len(left) == len(pending):
+            nd = graph.node[left[0]]
+            raise OnnxError(path, f"graph has a cycle at node '{_node_label(nd, left[0])}'")
+        pending = left
     return [(i, graph.node[i]) for i in order]
 
 
@@ -498,6 +495,6 @@ def load_onnx(path) -> Network:
         model = onnx.load(path)
     except DecodeError as e:
         raise OnnxError(path, f"not a valid ONNX protobuf ({e})") from None
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as e:
         raise OnnxError(path, f"cannot load ONNX model: {str(e).splitlines()[0]}") from None
     return network_from_model(model, path)
