@@ -7,6 +7,7 @@ onnxruntime running the original ONNX file (when the network came from a file).
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -15,8 +16,14 @@ from .result import Counterexample
 from .spec import Spec
 
 
-@functools.lru_cache(maxsize=8)
 def _ort_session(path: str):
+    """An onnxruntime session for ``path``, re-created when the file changes on disk."""
+    st = os.stat(path)
+    return _ort_session_cached(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _ort_session_cached(path: str, mtime_ns: int, size: int):
     import onnxruntime as ort  # lazy: slow import
 
     opts = ort.SessionOptions()
