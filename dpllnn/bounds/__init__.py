@@ -1,1 +1,71 @@
-"""dpllnn.bounds."""
+"""Sound bound propagation for ReLU networks under an input box and a partial phase assignment.
+
+Stable API (the search builds on it)
+------------------------------------
+``packed = pack(network)`` -> :class:`PackedNet`
+    Flat float64 buffers (``W``, ``W_pos``, ``W_neg``, ``W_abs``, ``b``), offsets ``w_off``,
+    widths ``sizes`` (``sizes[0] = n_inputs``), ``zoff``; ``n_relus``, ``n_z = n_relus + n_outputs``,
+    ``layer_offsets`` (start of each ReLU layer in the flat, layer-major neuron index, then
+    ``n_relus``), ``layer_of(idx) -> (layer, j)``.
+
+``compute_bounds(packed, lb, ub, phase=None, method="crown", start_layer=0, prev=None, C=None, d=None)``
+    -> :class:`LayerBounds`.  ``method`` in ``ibp | symbolic | crown | alpha``.  ``phase`` int8
+    (n_relus,): +1 means the constraint ``z >= 0`` (ReLU is the identity, ``lb`` clamped to 0),
+    -1 means ``z <= 0`` (output 0, ``ub`` clamped to 0), 0 free.  ``start_layer``/``prev``: reuse
+    ``prev``'s bounds for affine layers ``< start_layer`` (re-clamped by the new phase) and
+    recompute the rest.  Result fields: ``lb``/``ub`` (n_relus,) hidden pre-activation bounds,
+    ``layer(k)`` views, ``output_lb``/``output_ub`` (n_outputs,), ``infeasible`` (the phases
+    contradict the bounds: some ``lb > ub``, so the branch is empty) and ``conflict`` (first such
+    flat index), ``obj_lower``/``obj_upper`` (m,) bounds on ``C @ y - d`` computed *backward from
+    the objective* (``+inf``/``-inf`` when infeasible), masks ``stable_active``,
+    ``stable_inactive``, ``unstable`` (a neuron with a fixed phase counts by its phase),
+    ``n_unstable``, and ``alpha`` (alpha-CROWN slopes).
+
+``objective_bounds(packed, lb, ub, layer_bounds, C, d, alpha=None) -> (lower, upper)``
+    Output-only CROWN on inherited intermediate bounds (fast refutation of a branch).
+
+``batch_objective_bounds(packed, lbs, ubs, C, d, method="symbolic", phase=None,
+return_unstable=False) -> lower (B, m)[, unstable (B,)]``
+    Many input boxes at once (input splitting).
+
+``alpha_crown(packed, lb, ub, phase, C, d, iters=20, lr=0.1, alpha0=None, base=None) -> LayerBounds``
+    Per-row lower slopes optimised by projected Adam; never looser than CROWN.
+
+``babsr_scores(packed, layer_bounds, C_row) -> (n_relus,)``
+    BaBSR-like branching scores (0 for neurons that are not unstable).
+
+``bounds_report(network, spec, method) -> dict``
+    The JSON document of ``dpllnn bounds``.
+
+Soundness
+---------
+Every returned bound contains every value attained by a point ``x`` in the box whose
+pre-activations satisfy the phase constraints, *in exact real arithmetic of the float64 weights*:
+each kernel widens its result by ``2 gamma_N * mag + 1e-290`` where ``mag`` bounds the sum of
+absolute values of all terms that were summed (Higham's ``gamma_n = n u / (1 - n u)``,
+``u = 2^-53``), and the ReLU chord carries its own slack (see ``pack.py``, ``kernels.py``).  The
+search may claim a disjunct refuted only when ``obj_lower > 0`` strictly for one of its rows.
+
+Ordering by construction: CROWN's every layer is intersected with IBP computed from the same
+(tightened) previous layer and with a pure IBP pass, and its objective lower bound is at least the
+interval bound over its (tighter) output box, so CROWN is never looser than IBP; alpha-CROWN starts
+from CROWN's slopes and keeps the best per row, so it is never looser than CROWN.
+"""
+from .alpha import alpha_crown
+from .pack import PackedNet, pack
+from .propagate import (METHODS, LayerBounds, batch_objective_bounds, compute_bounds,
+                        interval_objective_bounds, objective_bounds)
+
+__all__ = ["PackedNet", "pack", "LayerBounds", "compute_bounds", "objective_bounds",
+           "interval_objective_bounds", "batch_objective_bounds", "alpha_crown", "METHODS",
+           "babsr_scores", "bounds_report"]
+
+
+def __getattr__(name):
+    if name == "babsr_scores":
+        from .scores import babsr_scores
+        return babsr_scores
+    if name == "bounds_report":
+        from .report import bounds_report
+        return bounds_report
+    raise AttributeError(name)

@@ -1,0 +1,311 @@
+"""Numba kernels for interval (IBP) and backward linear (CROWN / DeepPoly) bound propagation.
+
+Kernels only: arrays and scalars in, preallocated arrays out, ``@njit(cache=True)``, no fastmath.
+Buffers and index spaces are those of :mod:`dpllnn.bounds.pack`; the typed wrappers are in
+:mod:`dpllnn.bounds.propagate`.
+
+Soundness in floating point (see ``pack.py``): every kernel returns ``value -/+ gam * mag - ABS``
+where ``mag`` bounds the sum of absolute values of every term that entered ``value``; ``gam`` is
+``PackedNet.margin_factor``.  The ReLU upper chord gets its own slack so that the *float* line
+``s z + t`` lies above ``relu`` on ``[l, u]``.
+
+Relaxation of an unstable neuron ``l < 0 < u`` (Zhang et al. 2018 CROWN; Singh et al. 2019 DeepPoly):
+upper ``a <= s (z - l)`` with ``s = u / (u - l)``; lower ``a >= alpha z`` with ``alpha`` in [0, 1],
+by default adaptive (``1`` if ``u > -l`` else ``0``), optimised in alpha-CROWN (Xu et al. 2021).
+A neuron with phase +1 (or ``l >= 0``) is the identity, phase -1 (or ``u <= 0``) is zero.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+U_ROUND = 2.0 ** -53
+ABS_MARGIN = 1e-290
+
+
+@njit(cache=True)
+def chord(l, u):
+    """Sound float chord ``relu(z) <= s z + t`` on ``[l, u]``, ``l < 0 < u``; returns ``(s, t)``."""
+    s = u / (u - l)
+    t = max(-s * l, u * (1.0 - s))
+    t += 4.0 * U_ROUND * (abs(s * l) + u) + ABS_MARGIN
+    return s, t
+
+
+@njit(cache=True)
+def post_bounds(lb, ub, z0, n, al, au):
+    """Post-activation box of ReLU layer at ``lb/ub[z0:z0+n]`` into ``al``, ``au`` (n,)."""
+    for i in range(n):
+        al[i] = max(lb[z0 + i], 0.0)
+        au[i] = max(ub[z0 + i], 0.0)
+
+
+@njit(cache=True)
+def ibp_layer(Wp, Wn, Wa, bf, w_off, sizes, zoff, k, al, au, amax, gam, out_l, out_u, wa_out):
+    """Interval bounds of affine layer ``k`` from the box ``[al, au]`` of its input.
+
+    ``amax >= |input|`` elementwise; writes ``out_l``, ``out_u`` and the magnitude
+    ``wa_out = |W_k| amax + |b_k|`` (all shape (sizes[k+1],)).
+    """
+    n_out = sizes[k + 1]
+    n_in = sizes[k]
+    base = w_off[k]
+    zb = zoff[k]
+    for i in range(n_out):
+        lo = 0.0
+        hi = 0.0
+        mg = 0.0
+        row = base + i * n_in
+        for j in range(n_in):
+            lo += Wp[row + j] * al[j] + Wn[row + j] * au[j]
+            hi += Wp[row + j] * au[j] + Wn[row + j] * al[j]
+            mg += Wa[row + j] * amax[j]
+        bi = bf[zb + i]
+        mg += abs(bi)
+        wa_out[i] = mg
+        out_l[i] = lo + bi - gam * mg - ABS_MARGIN
+        out_u[i] = hi + bi + gam * mg + ABS_MARGIN
+
+
+@njit(cache=True)
+def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
+                   jtop, alpha, Astore, gam, out, Ain):
+    """Lower bound of ``A @ a_jtop + const`` over the box and the phase constraints.
+
+    ``A`` (m, sizes[jtop+1]) is overwritten; ``const`` and ``mag`` (m,) are updated in place
+    (``mag`` must start as a bound on the magnitude of what is already in ``const``).
+    ``jtop = -1`` means ``A`` acts on ``x`` directly.  ``alpha`` (m, n_relus) gives per-row lower
+    slopes, or has 0 rows for the adaptive default.  If ``Astore`` has m rows, the coefficient on
+    each ``a_j`` before relaxation is stored there (flat neuron index), for alpha gradients.
+    Writes ``out`` (m,) and, if it has m rows, the final input coefficient into ``Ain`` (m, n_in).
+    """
+    m = A.shape[0]
+    use_alpha = alpha.shape[0] == m
+    store = Astore.shape[0] == m
+    for j in range(jtop, -1, -1):
+        z0 = zoff[j]
+        n = sizes[j + 1]
+        for i in range(n):
+            l = lb[z0 + i]
+            u = ub[z0 + i]
+            ph = phase[z0 + i]
+            if store:
+                for r in range(m):
+                    Astore[r, z0 + i] = A[r, i]
+            if ph == 1 or l >= 0.0:
+                continue
+            if ph == -1 or u <= 0.0:
+                for r in range(m):
+                    A[r, i] = 0.0
+                continue
+            s, t = chord(l, u)
+            zm = max(-l, u)
+            dflt = 1.0 if u > -l else 0.0
+            for r in range(m):
+                a = A[r, i]
+                if a >= 0.0:
+                    A[r, i] = a * (alpha[r, z0 + i] if use_alpha else dflt)
+                else:
+                    A[r, i] = a * s
+                    const[r] += a * t
+                mag[r] += 2.0 * abs(a) * zm
+        # affine layer j: z_j = W_j a_{j-1} + b_j
+        Wj = Wf[w_off[j]:w_off[j + 1]].reshape((sizes[j + 1], sizes[j]))
+        const += np.dot(A, bf[z0:z0 + n])
+        mag += np.dot(np.abs(A), wa[z0:z0 + n])
+        A = np.dot(A, Wj)
+    n_in = sizes[0]
+    for r in range(m):
+        v = const[r]
+        mg = mag[r]
+        for i in range(n_in):
+            a = A[r, i]
+            v += a * xl[i] if a >= 0.0 else a * xu[i]
+            mg += abs(a) * xmax[i]
+        out[r] = v - gam * mg - ABS_MARGIN
+    if Ain.shape[0] == m:
+        Ain[:, :] = A
+
+
+@njit(cache=True)
+def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, ub, wa, start,
+                     use_crown, ilb, iub, gam):
+    """Bounds of affine layers ``start..L`` into ``lb``, ``ub``, ``wa`` (n_z,), in place.
+
+    Layers below ``start`` must already hold sound bounds.  With ``use_crown`` every layer
+    ``k >= 1`` is refined by a backward pass (CROWN) for the neurons IBP leaves unstable (all
+    outputs), and intersected with IBP from the refined previous layer and with ``ilb``/``iub``
+    (n_z,; pass ``-inf``/``+inf`` for none).  Bounds are clamped by ``phase`` (int8, n_z; zero on
+    outputs).  Returns the flat index of the first neuron with ``lb > ub`` (infeasible phases), or
+    -1.  After an infeasible layer the later layers are left untouched.
+    """
+    L = sizes.shape[0] - 2
+    n_in = sizes[0]
+    xmax = np.maximum(np.abs(xl), np.abs(xu))
+    empty2 = np.zeros((0, 0))
+    for k in range(start, L + 1):
+        n = sizes[k + 1]
+        z0 = zoff[k]
+        if k == 0:
+            al = xl.copy()
+            au = xu.copy()
+            am = xmax
+        else:
+            np_ = sizes[k]
+            al = np.empty(np_)
+            au = np.empty(np_)
+            post_bounds(lb, ub, zoff[k - 1], np_, al, au)
+            am = au
+        lo = np.empty(n)
+        hi = np.empty(n)
+        ibp_layer(Wp, Wn, Wa, bf, w_off, sizes, zoff, k, al, au, am, gam, lo, hi, wa[z0:z0 + n])
+        for i in range(n):
+            lo[i] = max(lo[i], ilb[z0 + i])
+            hi[i] = min(hi[i], iub[z0 + i])
+        if use_crown and k > 0:
+            nprev = sizes[k]
+            want_lo = np.zeros(n, dtype=np.bool_)
+            want_hi = np.zeros(n, dtype=np.bool_)
+            m = 0
+            for i in range(n):
+                ph = phase[z0 + i]
+                if k == L or (lo[i] < 0.0 and hi[i] > 0.0):
+                    if ph != 1 and lo[i] < hi[i]:
+                        want_lo[i] = True
+                        m += 1
+                    if ph != -1 and lo[i] < hi[i]:
+                        want_hi[i] = True
+                        m += 1
+            if m > 0:
+                Wk = Wf[w_off[k]:w_off[k + 1]].reshape((n, nprev))
+                A = np.empty((m, nprev))
+                const = np.empty(m)
+                mag = np.empty(m)
+                r = 0
+                for i in range(n):
+                    if want_lo[i]:
+                        A[r, :] = Wk[i, :]
+                        const[r] = bf[z0 + i]
+                        mag[r] = abs(bf[z0 + i])
+                        r += 1
+                    if want_hi[i]:
+                        A[r, :] = -Wk[i, :]
+                        const[r] = -bf[z0 + i]
+                        mag[r] = abs(bf[z0 + i])
+                        r += 1
+                out = np.empty(m)
+                backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A,
+                               const, mag, k - 1, empty2, empty2, gam, out, empty2)
+                r = 0
+                for i in range(n):
+                    if want_lo[i]:
+                        lo[i] = max(lo[i], out[r])
+                        r += 1
+                    if want_hi[i]:
+                        hi[i] = min(hi[i], -out[r])
+                        r += 1
+        bad = -1
+        for i in range(n):
+            ph = phase[z0 + i]
+            if ph == 1 and lo[i] < 0.0:
+                lo[i] = 0.0
+            elif ph == -1 and hi[i] > 0.0:
+                hi[i] = 0.0
+            lb[z0 + i] = lo[i]
+            ub[z0 + i] = hi[i]
+            if lo[i] > hi[i] and bad < 0:
+                bad = z0 + i
+        if bad >= 0:
+            return bad
+    return -1
+
+
+@njit(cache=True)
+def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c, alpha, Astore,
+                    gam, out, Ain):
+    """Lower bound of ``P @ y + c`` (P (m, n_out), c (m,)) by a backward pass from the output.
+
+    Uses the hidden bounds ``lb``/``ub`` and magnitudes ``wa`` (n_z,) of a previous
+    :func:`propagate_layers`; ``alpha``, ``Astore``, ``Ain`` as in :func:`backward_lower`.
+    The result is also intersected with the interval of ``P @ y + c`` over the output box
+    ``lb/ub[zoff[L]:]``.  Writes ``out`` (m,).
+    """
+    L = sizes.shape[0] - 2
+    zL = zoff[L]
+    n_out = sizes[L + 1]
+    m = P.shape[0]
+    xmax = np.maximum(np.abs(xl), np.abs(xu))
+    WL = Wf[w_off[L]:w_off[L + 1]].reshape((n_out, sizes[L]))
+    absP = np.abs(P)
+    const = c + np.dot(P, bf[zL:zL + n_out])
+    mag = np.abs(c) + np.dot(absP, wa[zL:zL + n_out])
+    A = np.dot(P, WL)
+    backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
+                   L - 1, alpha, Astore, gam, out, Ain)
+    for r in range(m):
+        v = c[r]
+        mg = abs(c[r])
+        for i in range(n_out):
+            p = P[r, i]
+            yl = lb[zL + i]
+            yu = ub[zL + i]
+            v += p * yl if p >= 0.0 else p * yu
+            mg += abs(p) * max(abs(yl), abs(yu))
+        v = v - gam * mg - ABS_MARGIN
+        if v > out[r]:
+            out[r] = v
+
+
+@njit(cache=True)
+def relaxed_forward_grad(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, alpha, Astore, Ain,
+                         grad):
+    """Gradient of each row's backward lower bound w.r.t. its lower slopes ``alpha`` (m, n_relus).
+
+    The bound equals the relaxed network evaluated at the minimising box vertex ``x*`` (chosen by
+    the sign of ``Ain``), each unstable neuron replaced by the relaxation the backward pass chose
+    (by the sign of ``Astore``); so ``d bound / d alpha_i = Astore_i * z_i`` where the lower slope
+    was used.  Writes ``grad`` (m, n_relus); no margin needed (heuristic only).
+    """
+    m = Ain.shape[0]
+    L = sizes.shape[0] - 2
+    n_in = sizes[0]
+    grad[:, :] = 0.0
+    for r in range(m):
+        a = np.empty(n_in)
+        for i in range(n_in):
+            a[i] = xl[i] if Ain[r, i] >= 0.0 else xu[i]
+        for j in range(L):
+            z0 = zoff[j]
+            n = sizes[j + 1]
+            Wj = Wf[w_off[j]:w_off[j + 1]].reshape((n, sizes[j]))
+            z = np.dot(Wj, a) + bf[z0:z0 + n]
+            for i in range(n):
+                l = lb[z0 + i]
+                u = ub[z0 + i]
+                ph = phase[z0 + i]
+                if ph == 1 or l >= 0.0:
+                    continue
+                if ph == -1 or u <= 0.0:
+                    z[i] = 0.0
+                    continue
+                if Astore[r, z0 + i] >= 0.0:
+                    grad[r, z0 + i] = Astore[r, z0 + i] * z[i]
+                    z[i] = alpha[r, z0 + i] * z[i]
+                else:
+                    s, t = chord(l, u)
+                    z[i] = s * z[i] + t
+            a = z
+
+
+@njit(cache=True)
+def interval_objective(P, c, ylo, yhi, gam, out):
+    """Lower bound of ``P @ y + c`` over the box ``[ylo, yhi]``; P (m, n), writes out (m,)."""
+    m, n = P.shape
+    for r in range(m):
+        v = c[r]
+        mg = abs(c[r])
+        for i in range(n):
+            p = P[r, i]
+            v += p * ylo[i] if p >= 0.0 else p * yhi[i]
+            mg += abs(p) * max(abs(ylo[i]), abs(yhi[i]))
+        out[r] = v - gam * mg - ABS_MARGIN

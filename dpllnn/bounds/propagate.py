@@ -1,0 +1,376 @@
+"""Typed wrappers around the bound kernels: :func:`compute_bounds`, :func:`objective_bounds`,
+:func:`batch_objective_bounds`.  See the package docstring for the contract."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels as K
+from .kernels_sym import symbolic_batch
+from .pack import PackedNet
+
+METHODS = ("ibp", "symbolic", "crown", "alpha")
+_EMPTY2 = np.zeros((0, 0))
+
+
+@dataclass
+class LayerBounds:
+    """Sound pre-activation bounds of every layer on one input box under a phase assignment.
+
+    Attributes
+    ----------
+    z_lb, z_ub : ndarray, float64, shape (n_z,)
+        Bounds of all affine outputs (hidden neurons, then outputs), clamped by phase.
+    wa : ndarray, float64, shape (n_z,)
+        Magnitudes ``|W_k| max|a_{k-1}| + |b_k|`` used for the rounding margin of later passes.
+    z_phase : ndarray, int8, shape (n_z,)
+        The phase used (zeros on outputs).
+    xl, xu : ndarray, float64, shape (n_inputs,)
+        The input box.
+    infeasible : bool
+        True iff the phases contradict the bounds (some ``lb > ub``): the branch is empty.
+    conflict : int
+        Flat index of the first neuron found with ``lb > ub``, or -1.  Layers after it hold NaN.
+    obj_lower, obj_upper : ndarray (m,) or None
+        Bounds on ``C @ y - d`` when ``C`` was given (``+inf`` / ``-inf`` when infeasible).
+    method : str
+    alpha : ndarray (m, n_relus) or None
+        Optimised lower slopes (alpha-CROWN only), reusable in :func:`objective_bounds`.
+    """
+
+    packed: PackedNet
+    z_lb: np.ndarray
+    z_ub: np.ndarray
+    wa: np.ndarray
+    z_phase: np.ndarray
+    xl: np.ndarray
+    xu: np.ndarray
+    infeasible: bool
+    conflict: int
+    method: str
+    obj_lower: np.ndarray | None = None
+    obj_upper: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+
+    @property
+    def lb(self) -> np.ndarray:
+        """Hidden pre-activation lower bounds, flat layer-major, (n_relus,) view."""
+        return self.z_lb[: self.packed.n_relus]
+
+    @property
+    def ub(self) -> np.ndarray:
+        return self.z_ub[: self.packed.n_relus]
+
+    @property
+    def phase(self) -> np.ndarray:
+        return self.z_phase[: self.packed.n_relus]
+
+    @property
+    def output_lb(self) -> np.ndarray:
+        return self.z_lb[self.packed.n_relus:]
+
+    @property
+    def output_ub(self) -> np.ndarray:
+        return self.z_ub[self.packed.n_relus:]
+
+    def layer(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(lb, ub)`` views of affine layer ``k`` (``k = n_layers`` is the output)."""
+        z = self.packed.zoff
+        return self.z_lb[z[k]:z[k + 1]], self.z_ub[z[k]:z[k + 1]]
+
+    @property
+    def stable_inactive(self) -> np.ndarray:
+        """Bool (n_relus,): phase -1, or unassigned with ``ub <= 0``."""
+        ph = self.phase
+        return (ph == -1) | ((ph == 0) & (self.ub <= 0.0))
+
+    @property
+    def stable_active(self) -> np.ndarray:
+        """Bool (n_relus,): phase +1, or unassigned with ``lb >= 0`` (and not ``ub <= 0``)."""
+        ph = self.phase
+        return (ph == 1) | ((ph == 0) & (self.lb >= 0.0) & (self.ub > 0.0))
+
+    @property
+    def unstable(self) -> np.ndarray:
+        """Bool (n_relus,): unassigned with ``lb < 0 < ub``."""
+        return (self.phase == 0) & (self.lb < 0.0) & (self.ub > 0.0)
+
+    @property
+    def n_unstable(self) -> int:
+        return int(np.count_nonzero(self.unstable))
+
+
+def _box(packed: PackedNet, lb, ub) -> tuple[np.ndarray, np.ndarray]:
+    xl = np.ascontiguousarray(lb, dtype=np.float64).reshape(-1)
+    xu = np.ascontiguousarray(ub, dtype=np.float64).reshape(-1)
+    if xl.shape != (packed.n_inputs,) or xu.shape != (packed.n_inputs,):
+        raise ValueError(f"input box must have shape ({packed.n_inputs},), got {xl.shape}, {xu.shape}")
+    if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
+        raise ValueError("input box must be finite")
+    return xl, xu
+
+
+def _zphase(packed: PackedNet, phase) -> np.ndarray:
+    zp = np.zeros(packed.n_z, dtype=np.int8)
+    if phase is not None:
+        ph = np.asarray(phase)
+        if ph.shape != (packed.n_relus,):
+            raise ValueError(f"phase must have shape ({packed.n_relus},), got {ph.shape}")
+        zp[: packed.n_relus] = ph
+    return zp
+
+
+def _objective(C, d, n_out) -> tuple[np.ndarray, np.ndarray]:
+    C = np.ascontiguousarray(np.atleast_2d(np.asarray(C, dtype=np.float64)))
+    if d is None:
+        d = np.zeros(C.shape[0])
+    d = np.ascontiguousarray(np.asarray(d, dtype=np.float64).reshape(-1))
+    if C.shape[1] != n_out or d.shape != (C.shape[0],):
+        raise ValueError(f"C must be (m, {n_out}) and d (m,), got {C.shape}, {d.shape}")
+    return C, d
+
+
+def magnitudes(packed: PackedNet, z_lb, z_ub, xl, xu) -> np.ndarray:
+    """``wa`` (n_z,) for given bounds: ``|W_k| max(ub_{k-1}, 0) + |b_k|`` (``|x|`` for k = 0)."""
+    wa = np.empty(packed.n_z)
+    z = packed.zoff
+    amax = np.maximum(np.abs(xl), np.abs(xu))
+    for k in range(packed.n_layers + 1):
+        Wa = packed.W_abs[packed.w_off[k]:packed.w_off[k + 1]].reshape(packed.sizes[k + 1], packed.sizes[k])
+        wa[z[k]:z[k + 1]] = Wa @ amax + np.abs(packed.bias(k))
+        amax = np.maximum(z_ub[z[k]:z[k + 1]], 0.0)
+    return wa
+
+
+def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown", start_layer: int = 0,
+                   prev: LayerBounds | None = None, C=None, d=None, **alpha_kw) -> LayerBounds:
+    """Sound bounds on every pre-activation (and on ``C @ y - d``) over a box and a phase set.
+
+    Parameters
+    ----------
+    packed : PackedNet
+    lb, ub : array_like, float64, shape (n_inputs,)
+        The input box (finite).
+    phase : array_like of int8, shape (n_relus,), optional
+        Flat layer-major phases: +1 constrains ``z >= 0`` (ReLU = identity, ``lb`` clamped to 0),
+        -1 constrains ``z <= 0`` (output 0, ``ub`` clamped to 0), 0 unconstrained.
+    method : {"ibp", "symbolic", "crown", "alpha"}
+        Interval propagation; forward symbolic intervals (Wang et al. 2018, ReluVal/Neurify);
+        backward linear relaxation (Zhang et al. 2018 CROWN / Singh et al. 2019 DeepPoly), whose
+        every layer is intersected with IBP so it is never looser than ``"ibp"``; alpha-CROWN
+        (Xu et al. 2021) on the objective, never looser than ``"crown"``.
+    start_layer : int
+        Recompute affine layers ``start_layer..L`` only; layers below are taken from ``prev``
+        (re-clamped by ``phase``).  Requires ``prev`` when > 0.
+    prev : LayerBounds, optional
+    C, d : array_like, shapes (m, n_outputs) and (m,), optional
+        Objective rows; bounds on ``C @ y - d`` go to ``obj_lower``/``obj_upper``.
+    **alpha_kw
+        Passed to :func:`dpllnn.bounds.alpha.alpha_crown` for ``method="alpha"``.
+
+    Returns
+    -------
+    LayerBounds
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown bound method {method!r}; choose from {METHODS}")
+    if method == "alpha":
+        from .alpha import alpha_crown
+        if C is None:
+            return compute_bounds(packed, lb, ub, phase, "crown", start_layer, prev)
+        return alpha_crown(packed, lb, ub, phase, C, d, start_layer=start_layer, prev=prev, **alpha_kw)
+    xl, xu = _box(packed, lb, ub)
+    zp = _zphase(packed, phase)
+    gam = packed.margin_factor
+    if np.any(xl > xu):
+        return _infeasible(packed, xl, xu, zp, method, 0, C)
+    if method == "symbolic":
+        return _symbolic_single(packed, xl, xu, zp, C, d)
+    z_lb = np.full(packed.n_z, np.nan)
+    z_ub = np.full(packed.n_z, np.nan)
+    wa = np.zeros(packed.n_z)
+    if start_layer > 0:
+        if prev is None:
+            raise ValueError("start_layer > 0 needs prev")
+        s = packed.zoff[start_layer]
+        z_lb[:s] = prev.z_lb[:s]
+        z_ub[:s] = prev.z_ub[:s]
+        wa[:s] = prev.wa[:s]
+        ph = zp[:s]
+        z_lb[:s][ph == 1] = np.maximum(z_lb[:s][ph == 1], 0.0)
+        z_ub[:s][ph == -1] = np.minimum(z_ub[:s][ph == -1], 0.0)
+        bad = np.flatnonzero(~(z_lb[:s] <= z_ub[:s]))
+        if bad.size:
+            return _infeasible(packed, xl, xu, zp, method, int(bad[0]), C, z_lb, z_ub)
+    ninf = np.full(packed.n_z, -np.inf)
+    pinf = np.full(packed.n_z, np.inf)
+    args = (packed.W, packed.W_pos, packed.W_neg, packed.W_abs, packed.b, packed.w_off, packed.sizes,
+            packed.zoff, xl, xu, zp)
+    if method == "ibp":
+        bad = K.propagate_layers(*args, z_lb, z_ub, wa, start_layer, False, ninf, pinf, gam)
+    else:
+        ilb, iub, iwa = z_lb.copy(), z_ub.copy(), wa.copy()
+        bad = K.propagate_layers(*args, ilb, iub, iwa, start_layer, False, ninf, pinf, gam)
+        if bad < 0:
+            bad = K.propagate_layers(*args, z_lb, z_ub, wa, start_layer, True, ilb, iub, gam)
+    if bad >= 0:
+        return _infeasible(packed, xl, xu, zp, method, int(bad), C, z_lb, z_ub)
+    out = LayerBounds(packed, z_lb, z_ub, wa, zp, xl, xu, False, -1, method)
+    if C is not None:
+        if method == "ibp":
+            out.obj_lower, out.obj_upper = interval_objective_bounds(packed, out, C, d)
+        else:
+            out.obj_lower, out.obj_upper = objective_bounds(packed, xl, xu, out, C, d)
+    return out
+
+
+def _infeasible(packed, xl, xu, zp, method, conflict, C, z_lb=None, z_ub=None) -> LayerBounds:
+    z_lb = np.full(packed.n_z, np.nan) if z_lb is None else z_lb
+    z_ub = np.full(packed.n_z, np.nan) if z_ub is None else z_ub
+    if conflict >= 0:
+        k, _ = packed.layer_of(conflict)
+        z_lb[packed.zoff[k + 1]:] = np.nan
+        z_ub[packed.zoff[k + 1]:] = np.nan
+    out = LayerBounds(packed, z_lb, z_ub, np.zeros(packed.n_z), zp, xl, xu, True, conflict, method)
+    if C is not None:
+        m = np.atleast_2d(np.asarray(C)).shape[0]
+        out.obj_lower = np.full(m, np.inf)
+        out.obj_upper = np.full(m, -np.inf)
+    return out
+
+
+def _symbolic_single(packed, xl, xu, zp, C, d) -> LayerBounds:
+    if C is None:
+        Cs, ds = np.zeros((0, packed.n_outputs)), np.zeros(0)
+    else:
+        C, d = _objective(C, d, packed.n_outputs)
+        Cs, ds = np.vstack([C, -C]), np.concatenate([d, -d])
+    lbo = np.empty((1, packed.n_z))
+    ubo = np.empty((1, packed.n_z))
+    obj = np.empty((1, Cs.shape[0]))
+    unst = np.zeros(1, dtype=np.int64)
+    inf = np.zeros(1, dtype=np.bool_)
+    symbolic_batch(packed.W, packed.W_abs, packed.b, packed.w_off, packed.sizes, packed.zoff,
+                   xl[None, :], xu[None, :], zp, Cs, ds, packed.margin_factor, 0, lbo, ubo, obj, unst, inf)
+    z_lb, z_ub = lbo[0], ubo[0]
+    if inf[0]:
+        bad = np.flatnonzero(~(z_lb <= z_ub))
+        return _infeasible(packed, xl, xu, zp, "symbolic", int(bad[0]) if bad.size else -1, C, z_lb, z_ub)
+    out = LayerBounds(packed, z_lb, z_ub, magnitudes(packed, z_lb, z_ub, xl, xu), zp, xl, xu, False, -1,
+                      "symbolic")
+    if C is not None:
+        m = C.shape[0]
+        out.obj_lower, out.obj_upper = obj[0, :m].copy(), -obj[0, m:]
+    return out
+
+
+def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=None, alpha=None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Output-only CROWN: bounds on ``C @ y - d`` from the given intermediate bounds.
+
+    Parameters
+    ----------
+    packed : PackedNet
+    lb, ub : array_like, shape (n_inputs,)
+        The input box (the one ``layer_bounds`` was computed on, or a sub-box of it).
+    layer_bounds : LayerBounds
+        Sound hidden bounds (any method) and the phase they were computed under.
+    C : array_like, shape (m, n_outputs);  d : array_like, shape (m,)
+    alpha : ndarray, shape (m, n_relus), optional
+        Per-row lower slopes (e.g. ``LayerBounds.alpha`` from alpha-CROWN); default adaptive.
+
+    Returns
+    -------
+    lower, upper : ndarray, float64, shape (m,)
+        Sound bounds (``+inf``/``-inf`` if ``layer_bounds.infeasible``); the lower bound is also
+        at least the interval bound over the output box of ``layer_bounds``.
+    """
+    C, d = _objective(C, d, packed.n_outputs)
+    m = C.shape[0]
+    if layer_bounds.infeasible:
+        return np.full(m, np.inf), np.full(m, -np.inf)
+    xl, xu = _box(packed, lb, ub)
+    lb_ = layer_bounds
+    al = _EMPTY2 if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
+    lower = np.empty(m)
+    upper = np.empty(m)
+    args = (packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, lb_.z_lb, lb_.z_ub,
+            lb_.z_phase, lb_.wa)
+    K.objective_lower(*args, C, -d, al, _EMPTY2, packed.margin_factor, lower, _EMPTY2)
+    K.objective_lower(*args, np.ascontiguousarray(-C), d.copy(), _EMPTY2, _EMPTY2, packed.margin_factor,
+                      upper, _EMPTY2)
+    return lower, -upper
+
+
+def interval_objective_bounds(packed: PackedNet, layer_bounds: LayerBounds, C, d=None):
+    """Bounds on ``C @ y - d`` from the output box only (what IBP gives); (lower, upper) (m,)."""
+    C, d = _objective(C, d, packed.n_outputs)
+    m = C.shape[0]
+    if layer_bounds.infeasible:
+        return np.full(m, np.inf), np.full(m, -np.inf)
+    lo = np.empty(m)
+    hi = np.empty(m)
+    K.interval_objective(C, -d, layer_bounds.output_lb.copy(), layer_bounds.output_ub.copy(),
+                         packed.margin_factor, lo)
+    K.interval_objective(np.ascontiguousarray(-C), d.copy(), layer_bounds.output_lb.copy(),
+                         layer_bounds.output_ub.copy(), packed.margin_factor, hi)
+    return lo, -hi
+
+
+def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str = "symbolic",
+                           phase=None, return_unstable: bool = False, lower_mode: int = 0):
+    """Lower bounds on ``C @ y - d`` for many input boxes at once (input splitting).
+
+    Parameters
+    ----------
+    packed : PackedNet
+    lbs, ubs : array_like, float64, shape (B, n_inputs)
+    C : array_like, shape (m, n_outputs);  d : array_like, shape (m,)
+    method : {"symbolic", "crown", "ibp"}
+        ``"symbolic"`` runs one batched kernel (GEMMs over all boxes); the others loop.
+    phase : array_like int8 (n_relus,), optional, shared by all boxes.
+    return_unstable : bool
+        Also return the per-box count of unstable neurons, int64 (B,).
+    lower_mode : int
+        Symbolic lower relaxation: 0 adaptive 0/1 slope, 1 Neurify parallel slope.
+
+    Returns
+    -------
+    lower : ndarray, float64, shape (B, m)   (``+inf`` rows for boxes the phases make empty)
+    unstable : ndarray, int64, shape (B,)    (only if ``return_unstable``)
+    """
+    xl = np.ascontiguousarray(np.atleast_2d(np.asarray(lbs, dtype=np.float64)))
+    xu = np.ascontiguousarray(np.atleast_2d(np.asarray(ubs, dtype=np.float64)))
+    if xl.shape != xu.shape or xl.shape[1] != packed.n_inputs:
+        raise ValueError(f"boxes must be (B, {packed.n_inputs}), got {xl.shape}, {xu.shape}")
+    if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
+        raise ValueError("input boxes must be finite")
+    C, d = _objective(C, d, packed.n_outputs)
+    B, m = xl.shape[0], C.shape[0]
+    zp = _zphase(packed, phase)
+    lower = np.empty((B, m))
+    unst = np.zeros(B, dtype=np.int64)
+    if method == "symbolic":
+        inf = np.zeros(B, dtype=np.bool_)
+        symbolic_batch(packed.W, packed.W_abs, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu,
+                       zp, C, d, packed.margin_factor, lower_mode, _EMPTY2, _EMPTY2, lower, unst, inf)
+        lower[np.any(xl > xu, axis=1)] = np.inf
+    elif method in ("crown", "ibp"):
+        for i in range(B):
+            lbd = compute_bounds(packed, xl[i], xu[i], phase, method)
+            if lbd.infeasible:
+                lower[i] = np.inf
+                continue
+            if method == "crown":
+                lower[i] = objective_bounds(packed, xl[i], xu[i], lbd, C, d)[0]
+            else:
+                lower[i] = interval_objective_bounds(packed, lbd, C, d)[0]
+            unst[i] = lbd.n_unstable
+    else:
+        raise ValueError(f"batch_objective_bounds: unknown method {method!r}")
+    return (lower, unst) if return_unstable else lower
+
+
+__all__ = ["LayerBounds", "compute_bounds", "objective_bounds", "interval_objective_bounds",
+           "batch_objective_bounds", "magnitudes", "METHODS"]
