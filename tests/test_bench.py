@@ -221,3 +221,17 @@ def test_instance_lists_point_at_files(bench_root):
         assert lst.read_text().startswith("category,onnx,vnnlib,timeout_s\n")
         for inst in read_instances(lst, bench_root):
             assert os.path.isfile(inst.onnx_path) and os.path.isfile(inst.vnnlib_path)
+
+
+def test_bench_on_a_running_dask_scheduler(bench_root, tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.chdir(REPO)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        addr = cluster.scheduler_address.replace("tcp://", "dask://")
+        out = tmp_path / "r.csv"
+        code = bench_main([str(LISTS / "vnncomp2021_test.csv"), "--benchmarks-root",
+                           str(bench_root), "-o", str(out), "--executor", addr, "--quiet",
+                           "--no-plot", "--limit", "2", "--worker", "test_bench:fake_worker"])
+    assert code == 0 and [r["mode"] for r in read_results(out)] == ["fake", "fake"]
