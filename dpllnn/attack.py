@@ -79,8 +79,11 @@ def network_gradient(network: Network, x: np.ndarray, c: np.ndarray) -> np.ndarr
 
 
 def margin_and_grad(network: Network, X: np.ndarray, C: np.ndarray, d: np.ndarray,
-                    leak: float = 0.0):
+                    leak: float = 0.0, groups: np.ndarray | None = None):
     """Disjunct margin ``max_i (C @ N(x) - d)_i`` and its subgradient, batched.
+
+    With ``groups`` the rows of ``C`` are several disjuncts stacked, and the margin is that of
+    their union, ``min_k max_{i in group k} (C @ N(x) - d)_i``.
 
     Parameters
     ----------
@@ -90,6 +93,8 @@ def margin_and_grad(network: Network, X: np.ndarray, C: np.ndarray, d: np.ndarra
     d : ndarray, shape (m,), float64
     leak : float -- where the true gradient is exactly zero (flat region), return instead the
         gradient of the leaky-ReLU surrogate network with this negative slope (0: never)
+    groups : ndarray of int, shape (k,), optional -- first row of each disjunct (increasing,
+        starting at 0); None means one disjunct
 
     Returns
     -------
@@ -98,7 +103,15 @@ def margin_and_grad(network: Network, X: np.ndarray, C: np.ndarray, d: np.ndarra
     """
     Y, masks = _forward_masks(network, X)
     R = Y @ C.T - d
-    i = np.argmax(R, axis=1)
+    if groups is None or len(groups) <= 1:
+        i = np.argmax(R, axis=1)
+    else:
+        G = np.maximum.reduceat(R, groups, axis=1)              # (batch, k) disjunct margins
+        k = np.argmin(G, axis=1)
+        ends = np.append(groups[1:], R.shape[1])
+        Rm = np.where((np.arange(R.shape[1]) >= groups[k][:, None])
+                      & (np.arange(R.shape[1]) < ends[k][:, None]), R, -np.inf)
+        i = np.argmax(Rm, axis=1)
     margin = R[np.arange(R.shape[0]), i]
     grad = _backward(network, masks, C[i])
     dead = ~np.any(grad != 0.0, axis=1)
@@ -107,7 +120,7 @@ def margin_and_grad(network: Network, X: np.ndarray, C: np.ndarray, d: np.ndarra
     return margin, grad
 
 
-def _pgd(network, X, lb, ub, C, d, steps, deadline=None, stop_below=-np.inf):
+def _pgd(network, X, lb, ub, C, d, steps, deadline=None, stop_below=-np.inf, groups=None):
     """PGD from every row of X. Returns (best X per row, best margin per row)."""
     width = ub - lb
     n = X.shape[0]
@@ -116,7 +129,7 @@ def _pgd(network, X, lb, ub, C, d, steps, deadline=None, stop_below=-np.inf):
     half = n // 2  # rows [0, half): sign steps (Madry); rows [half, n): scaled-gradient steps
     a0, a1 = 0.25, 1e-3
     for t in range(steps + 1):
-        m, g = margin_and_grad(network, X, C, d, leak=0.1)
+        m, g = margin_and_grad(network, X, C, d, leak=0.1, groups=groups)
         better = m < best_m
         best_m[better] = m[better]
         best_x[better] = X[better]
@@ -144,7 +157,8 @@ def _starts(rng, lb, ub, n, x0=None):
 
 def falsify_box(network: Network, lb: np.ndarray, ub: np.ndarray, C: np.ndarray, d: np.ndarray,
                 seed: int = 0, steps: int = 50, restarts: int = 8, *, x0: np.ndarray | None = None,
-                deadline: float | None = None, stop_below: float = -np.inf):
+                deadline: float | None = None, stop_below: float = -np.inf,
+                groups: np.ndarray | None = None):
     """PGD on one disjunct inside one box, without validation (the caller validates).
 
     Parameters
@@ -158,6 +172,8 @@ def falsify_box(network: Network, lb: np.ndarray, ub: np.ndarray, C: np.ndarray,
     x0 : ndarray, shape (k, n_inputs) or (n_inputs,), optional -- starting points used first
     deadline : float, optional -- ``time.monotonic()`` value at which to stop
     stop_below : float -- stop as soon as some margin is below this
+    groups : ndarray of int, optional -- ``C`` stacks several disjuncts starting at these rows:
+        attack their union (see :func:`margin_and_grad`)
 
     Returns
     -------
@@ -170,7 +186,7 @@ def falsify_box(network: Network, lb: np.ndarray, ub: np.ndarray, C: np.ndarray,
     d = np.asarray(d, dtype=np.float64).reshape(-1)
     rng = np.random.default_rng(seed)
     X = _starts(rng, lb, ub, max(int(restarts), 1), x0)
-    bx, bm = _pgd(network, X, lb, ub, C, d, int(steps), deadline, stop_below)
+    bx, bm = _pgd(network, X, lb, ub, C, d, int(steps), deadline, stop_below, groups)
     i = int(np.argmin(bm))
     return bx[i], float(bm[i])
 
@@ -205,6 +221,13 @@ def _validate(network, spec, x, lb, ub, use_onnxruntime):
     return None
 
 
+def _target_margin(Y, C, d, groups):
+    R = Y @ C.T - d
+    if groups is None or len(groups) <= 1:
+        return R.max(axis=1)
+    return np.maximum.reduceat(R, groups, axis=1).min(axis=1)
+
+
 def _corners(rng, lb, ub, k):
     n = lb.shape[0]
     if n <= 10 and 2 ** n <= k:
@@ -219,16 +242,17 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
             use_onnxruntime: bool = True, deadline: float | None = None) -> Counterexample | None:
     """Look for a counterexample with random sampling and PGD, until the time is up.
 
-    Each (case, disjunct) pair gets ``n_random`` uniform samples plus the box centre and corners,
-    then rounds of batched PGD (``pgd_restarts`` restarts of ``pgd_steps`` steps; the best random
-    samples seed the first round, later rounds use fresh seeds), round-robin over the pairs.
+    Each case gets ``n_random`` uniform samples plus the box centre and corners, then rounds of
+    batched PGD (``pgd_restarts`` restarts of ``pgd_steps`` steps; the best random samples seed
+    the first round, later rounds start at fresh random points).  Each round attacks, per case,
+    the union of its disjuncts (margin ``min_k`` over disjuncts) and one single disjunct in turn.
 
     Parameters
     ----------
     network : Network
     spec : Spec
     time_limit_s : float or None -- wall-clock budget from the call (None: only ``deadline``)
-    n_random : int -- random samples per (case, disjunct)
+    n_random : int -- random samples per case
     pgd_restarts, pgd_steps : int -- per PGD round
     seed : int -- everything is deterministic given the seed (up to where time runs out)
     use_onnxruntime : bool -- forwarded to :func:`dpllnn.validate.check_counterexample`
@@ -245,10 +269,11 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
         raise ValueError("falsify needs time_limit_s or deadline")
     end = min(limits)
     rng = np.random.default_rng(seed)
-    targets = []
+    cases = []  # per case: list of targets (C, d, groups); the union of all disjuncts first
     for case in spec.cases:
         if case.is_empty:
             continue
+        tl = []
         for disj in case.disjuncts:
             if disj.C.shape[0] == 0:  # empty conjunction: any point of the box is unsafe
                 cex = _validate(network, spec, 0.5 * (case.lb + case.ub), case.lb, case.ub,
@@ -256,8 +281,14 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
                 if cex is not None:
                     return cex
                 continue
-            targets.append((case, disj))
-    if not targets:
+            tl.append((disj.C, disj.d, None))
+        if len(tl) > 1:
+            groups = np.cumsum([0] + [t[0].shape[0] for t in tl[:-1]])
+            tl.insert(0, (np.vstack([t[0] for t in tl]), np.concatenate([t[1] for t in tl]),
+                          groups))
+        if tl:
+            cases.append((case, tl))
+    if not cases:
         return None
 
     def try_candidates(Xc, mc, case, k=4):
@@ -270,40 +301,46 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
         return None
 
     # ---- random sampling (uniform + centre + corners) ------------------------------------
-    seeds = []
-    for case, disj in targets:
+    seeds = {}
+    for ci, (case, tl) in enumerate(cases):
         if time.monotonic() > end:
             return None
         lb, ub = case.lb, case.ub
         X = np.vstack([0.5 * (lb + ub)[None], _corners(rng, lb, ub, 64),
                        lb + rng.random((n_random, lb.shape[0])) * (ub - lb)])
-        m = disj.margin(network.forward(X))
-        cex = try_candidates(X, m, case)
-        if cex is not None:
-            return cex
-        order = np.argsort(m)[: max(pgd_restarts // 2, 1)]
-        seeds.append(X[order])
+        Y = network.forward(X)
+        for ti, (C, d, groups) in enumerate(tl):
+            m = _target_margin(Y, C, d, groups)
+            if ti == 0:
+                cex = try_candidates(X, m, case)
+                if cex is not None:
+                    return cex
+            seeds[ci, ti] = X[np.argsort(m)[: max(pgd_restarts // 2, 1)]]
 
-    # ---- PGD rounds, round-robin over the targets ----------------------------------------
+    # ---- PGD rounds: each round attacks every case's union and one of its disjuncts ------
     rnd = 0
     while time.monotonic() < end:
-        for ti, (case, disj) in enumerate(targets):
-            if time.monotonic() > end:
-                return None
-            lb, ub = case.lb, case.ub
-            X0 = _starts(rng, lb, ub, pgd_restarts, seeds[ti] if rnd == 0 else None)
-            y_c = network.forward(0.5 * (lb + ub))
-            scale = 1.0 + float(np.max(np.abs(disj.C @ y_c))) + float(np.max(np.abs(disj.d)))
-            bx, bm = _pgd(network, X0, lb, ub, disj.C, disj.d, pgd_steps, end,
-                          stop_below=-_DEPTH_REL * scale)
-            if bm.min() <= 0:
+        for ci, (case, tl) in enumerate(cases):
+            for ti in sorted({0, rnd % len(tl)}):
+                if time.monotonic() > end:
+                    return None
+                C, d, groups = tl[ti]
+                lb, ub = case.lb, case.ub
+                first = rnd == 0 or (ti > 0 and rnd < len(tl))
+                X0 = _starts(rng, lb, ub, pgd_restarts, seeds[ci, ti] if first else None)
+                y_c = network.forward(0.5 * (lb + ub))
+                scale = 1.0 + float(np.max(np.abs(C @ y_c))) + float(np.max(np.abs(d)))
+                bx, bm = _pgd(network, X0, lb, ub, C, d, pgd_steps, end,
+                              stop_below=-_DEPTH_REL * scale, groups=groups)
+                if bm.min() > 0:
+                    continue
                 # push the best candidates deeper with small steps before validating
                 k = min(4, bx.shape[0])
                 top = np.argsort(bm)[:k]
                 sub_lb = np.maximum(lb, bx[top].min(0) - 0.01 * (ub - lb))
                 sub_ub = np.minimum(ub, bx[top].max(0) + 0.01 * (ub - lb))
-                px, pm = _pgd(network, bx[top], sub_lb, sub_ub, disj.C, disj.d, 20, end,
-                              stop_below=-_DEPTH_REL * scale)
+                px, pm = _pgd(network, bx[top], sub_lb, sub_ub, C, d, 20, end,
+                              stop_below=-_DEPTH_REL * scale, groups=groups)
                 cex = try_candidates(np.vstack([px, bx[top]]), np.concatenate([pm, bm[top]]),
                                      case, k=2 * k)
                 if cex is not None:

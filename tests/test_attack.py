@@ -143,3 +143,17 @@ def test_falsify_acasxu_prop2(bench_root):
     cex = falsify(net, spec, time_limit_s=10.0, seed=0)
     assert cex is not None
     assert check_counterexample(net, spec, cex.x, use_onnxruntime=True) is not None
+
+
+def test_union_margin_groups():
+    rng = np.random.default_rng(4)
+    net = random_network(rng, 3, (6,), 4)
+    C1, d1 = rng.normal(size=(2, 4)), rng.normal(size=2)
+    C2, d2 = rng.normal(size=(1, 4)), rng.normal(size=1)
+    X = rng.normal(size=(30, 3))
+    m, g = margin_and_grad(net, X, np.vstack([C1, C2]), np.concatenate([d1, d2]),
+                           groups=np.array([0, 2]))
+    m1, g1 = margin_and_grad(net, X, C1, d1)
+    m2, g2 = margin_and_grad(net, X, C2, d2)
+    np.testing.assert_allclose(m, np.minimum(m1, m2))
+    np.testing.assert_allclose(g, np.where((m1 <= m2)[:, None], g1, g2))

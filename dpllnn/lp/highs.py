@@ -80,6 +80,24 @@ def _run(h, c, A, row_lo, row_hi, col_lo, col_hi, time_limit_s=None):
     return st
 
 
+def _rerun(h, row_lo, row_hi, col_lo, col_hi):
+    """Change every row and column bound of the loaded model and re-solve (warm start)."""
+    nr, nc = len(row_lo), len(col_lo)
+    if nr:
+        h.changeRowsBounds(nr, np.arange(nr, dtype=np.int32), np.asarray(row_lo, dtype=np.float64),
+                           np.asarray(row_hi, dtype=np.float64))
+    h.changeColsBounds(nc, np.arange(nc, dtype=np.int32), np.asarray(col_lo, dtype=np.float64),
+                       np.asarray(col_hi, dtype=np.float64))
+    h.run()
+    st = _status_name(h)
+    if st == "unbounded_or_infeasible":
+        h.setOptionValue("presolve", "off")
+        h.run()
+        h.setOptionValue("presolve", "choose")
+        st = _status_name(h)
+    return "unknown" if st == "unbounded_or_infeasible" else st
+
+
 def lp_minimize(c, A_ub=None, b_ub=None, bounds=None, A_eq=None, b_eq=None, time_limit_s=None):
     """Minimise ``c @ x`` subject to ``A_ub @ x <= b_ub``, ``A_eq @ x == b_eq`` and bounds.
 
@@ -258,8 +276,8 @@ class CellLP:
             st = "unknown"
         # not established feasible: certify infeasibility on the loosened LP
         t_hi2 = (_INF if objective == "max_margin" else 0.0) if m else 0.0
-        st2 = _run(h, cost, A, rlo, rhi + loos, np.append(lb - box_loos, t_lo),
-                   np.append(ub + box_loos, t_hi2), self.time_limit_s)
+        st2 = _rerun(h, rlo, rhi + loos, np.append(lb - box_loos, t_lo),
+                     np.append(ub + box_loos, t_hi2))
         if st2 == "infeasible":
             return ("infeasible", None) if objective == "feasibility" else ("infeasible", None, _INF)
         if st2 == "optimal" and x is None:
