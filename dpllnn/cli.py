@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("spec")
     b.add_argument("--method", choices=["ibp", "symbolic", "crown", "alpha"], default="crown")
     b.add_argument("--json", action="store_true")
+
+    from .bench.cli_bench import add_bench_parser
+    add_bench_parser(sub)
     return p
 
 
@@ -188,7 +191,12 @@ def cmd_bounds(args) -> int:
     return 0
 
 
-_COMMANDS = {"verify": cmd_verify, "info": cmd_info, "bounds": cmd_bounds}
+def cmd_bench(args) -> int:
+    from .bench.cli_bench import cmd_bench as _cmd_bench
+    return _cmd_bench(args)
+
+
+_COMMANDS = {"verify": cmd_verify, "info": cmd_info, "bounds": cmd_bounds, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())
