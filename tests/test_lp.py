@@ -12,8 +12,12 @@ from naive import all_phases, cell_margin, random_network, random_spec
 TOL = 1e-6
 
 
+def _z(net, x):
+    return np.concatenate(net.pre_activations(x[None]), axis=1)[0]
+
+
 def _cell_ok(net, x, phase, slack=1e-6):
-    z = np.concatenate(net.pre_activations(x[None]), axis=1)[0] if net.n_relus else np.zeros(0)
+    z = _z(net, x) if net.n_relus else np.zeros(0)
     return bool(np.all(phase * z >= -slack * (1 + np.abs(z).max(initial=0))))
 
 
@@ -57,9 +61,9 @@ def test_compose_cell_matches_forward():
     net = random_network(rng, 3, (5, 4), 2)
     X = rng.normal(size=(20, 3))
     for x in X:
-        phase = np.where(np.concatenate(net.pre_activations(x[None]), axis=1)[0] > 0, 1, -1).astype(np.int8)
+        phase = np.where(_z(net, x) > 0, 1, -1).astype(np.int8)
         A_h, c_h, A_o, c_o = compose_cell(net, phase)
-        np.testing.assert_allclose(A_h @ x + c_h, np.concatenate(net.pre_activations(x[None]), axis=1)[0],
+        np.testing.assert_allclose(A_h @ x + c_h, _z(net, x),
                                    atol=1e-12)
         np.testing.assert_allclose(A_o @ x + c_o, net.forward(x), atol=1e-12)
 
@@ -85,7 +89,7 @@ def test_empty_disjunct_and_empty_box():
     lp = CellLP(net)
     lb, ub = -np.ones(2), np.ones(2)
     x = np.array([0.3, -0.2])
-    phase = np.where(np.concatenate(net.pre_activations(x[None]), axis=1)[0] > 0, 1, -1).astype(np.int8)
+    phase = np.where(_z(net, x) > 0, 1, -1).astype(np.int8)
     st, xs = lp.solve(lb, ub, phase, np.zeros((0, 2)), np.zeros(0))
     assert st == "feasible" and np.all(xs >= lb) and np.all(xs <= ub)
     st, xs = lp.solve(ub, lb, phase, np.eye(2), np.zeros(2))

@@ -240,7 +240,8 @@ class CellLP:
         phase = np.asarray(phase).reshape(-1)
         n = net.n_inputs
         if np.any(lb > ub):
-            return ("infeasible", None) if objective == "feasibility" else ("infeasible", None, _INF)
+            return ("infeasible", None) if objective == "feasibility" else \
+                ("infeasible", None, _INF)
         A_h, c_h, A_o, c_o = compose_cell(net, phase)
         s = np.where(phase > 0, -1.0, 1.0)            # active: -z <= 0; inactive: z <= 0
         P, p = s[:, None] * A_h, -s * c_h              # P @ x <= p
@@ -279,7 +280,8 @@ class CellLP:
         st2 = _rerun(h, rlo, rhi + loos, np.append(lb - box_loos, t_lo),
                      np.append(ub + box_loos, t_hi2))
         if st2 == "infeasible":
-            return ("infeasible", None) if objective == "feasibility" else ("infeasible", None, _INF)
+            return ("infeasible", None) if objective == "feasibility" else \
+                ("infeasible", None, _INF)
         if st2 == "optimal" and x is None:
             sol = np.asarray(h.getSolution().col_value, dtype=np.float64)
             x, t = np.clip(sol[:n], lb, ub), float(sol[n]) if m else -_INF
