@@ -115,6 +115,7 @@ def parse_vnnlib_text(text: str, path: str = "<string>", n_inputs: int | None = 
     path : str
         Name used in error messages and as ``Spec.source``.
     """
+    text = text.removeprefix("\ufeff")
     if not text.strip():
         raise SpecError(path, None, "empty file")
     return _Parser(text, path).run(n_inputs, n_outputs)
