@@ -7,6 +7,124 @@ from __future__ import annotations
 import numpy as np  # noqa: F401
 
 # ---- section: bound oracles (loop-based interval / CROWN) --------------------------------
+#
+# Plain Python loops over lists of floats, no rounding margin, no row selection, no early stop:
+# the textbook algorithms.  Phase semantics as in dpllnn.bounds: +1 -> identity and lb clamped to
+# 0, -1 -> zero and ub clamped to 0.  Each returns per-affine-layer lists of (lb, ub) lists, or
+# None when some lb > ub (phases infeasible).
+
+
+def _naive_relax(l, u, ph):
+    """(kind, s, t, alpha): kind 0 identity, 1 zero, 2 unstable with chord s z + t, lower alpha z."""
+    if ph == 1 or l >= 0:
+        return 0, 1.0, 0.0, 1.0
+    if ph == -1 or u <= 0:
+        return 1, 0.0, 0.0, 0.0
+    s = u / (u - l)
+    return 2, s, -s * l, (1.0 if u > -l else 0.0)
+
+
+def naive_ibp(network, lb, ub, phase=None):
+    """Interval bounds of every affine layer (loops).  Returns list of (lb list, ub list) or None."""
+    al, au = [float(v) for v in lb], [float(v) for v in ub]
+    out, idx = [], 0
+    L = len(network.affines) - 1
+    for k, aff in enumerate(network.affines):
+        lo, hi = [], []
+        for j in range(aff.n_out):
+            s_lo = s_hi = float(aff.b[j])
+            for i in range(aff.n_in):
+                w = float(aff.W[j, i])
+                s_lo += w * (al[i] if w >= 0 else au[i])
+                s_hi += w * (au[i] if w >= 0 else al[i])
+            if k < L and phase is not None:
+                if phase[idx + j] == 1:
+                    s_lo = max(s_lo, 0.0)
+                elif phase[idx + j] == -1:
+                    s_hi = min(s_hi, 0.0)
+            if s_lo > s_hi:
+                return None
+            lo.append(s_lo)
+            hi.append(s_hi)
+        out.append((lo, hi))
+        if k < L:
+            idx += aff.n_out
+            al, au = [max(v, 0.0) for v in lo], [max(v, 0.0) for v in hi]
+    return out
+
+
+def _naive_backward(network, bounds, phases, k, coef, const, lb, ub):
+    """min of coef . z_k + const, back-substituting through layers k..0 with the relaxations."""
+    A = list(coef)
+    c = float(const)
+    for j in range(k, -1, -1):
+        aff = network.affines[j]
+        c += sum(A[r] * float(aff.b[r]) for r in range(aff.n_out))
+        A = [sum(A[r] * float(aff.W[r, i]) for r in range(aff.n_out)) for i in range(aff.n_in)]
+        if j == 0:
+            break
+        l_, u_ = bounds[j - 1]
+        ph = phases[j - 1]
+        for i in range(len(A)):
+            kind, s, t, alpha = _naive_relax(l_[i], u_[i], ph[i])
+            if kind == 1:
+                A[i] = 0.0
+            elif kind == 2:
+                if A[i] >= 0:
+                    A[i] *= alpha
+                else:
+                    c += A[i] * t
+                    A[i] *= s
+    return c + sum(A[i] * (float(lb[i]) if A[i] >= 0 else float(ub[i])) for i in range(len(A)))
+
+
+def naive_crown(network, lb, ub, phase=None, C=None, d=None):
+    """CROWN/DeepPoly with adaptive lower slope, every layer intersected with IBP of the
+    previous layer, back-substitution only for neurons IBP leaves unstable (loops, no margin).  Returns (layers, obj_lower) with layers as in
+    :func:`naive_ibp` (None if infeasible) and obj_lower a list (m,) or None."""
+    L = len(network.affines) - 1
+    sizes = [a.n_out for a in network.affines]
+    phases, idx = [], 0
+    for k in range(L + 1):
+        n = sizes[k]
+        phases.append([0] * n if (phase is None or k == L) else [int(p) for p in phase[idx:idx + n]])
+        idx += n
+    bounds = []
+    al, au = [float(v) for v in lb], [float(v) for v in ub]
+    for k, aff in enumerate(network.affines):
+        lo, hi = [], []
+        for j in range(aff.n_out):
+            s_lo = s_hi = float(aff.b[j])
+            for i in range(aff.n_in):
+                w = float(aff.W[j, i])
+                s_lo += w * (al[i] if w >= 0 else au[i])
+                s_hi += w * (au[i] if w >= 0 else al[i])
+            # refine by back-substitution only what IBP leaves undecided (all outputs), and only
+            # the side the phase does not already fix
+            if k > 0 and s_lo < s_hi and (k == L or (s_lo < 0 < s_hi)):
+                e = [0.0] * aff.n_out
+                if phases[k][j] != 1:
+                    e[j] = 1.0
+                    s_lo = max(s_lo, _naive_backward(network, bounds, phases, k, e, 0.0, lb, ub))
+                if phases[k][j] != -1:
+                    e[j] = -1.0
+                    s_hi = min(s_hi, -_naive_backward(network, bounds, phases, k, e, 0.0, lb, ub))
+            if phases[k][j] == 1:
+                s_lo = max(s_lo, 0.0)
+            elif phases[k][j] == -1:
+                s_hi = min(s_hi, 0.0)
+            if s_lo > s_hi:
+                return None, None
+            lo.append(s_lo)
+            hi.append(s_hi)
+        bounds.append((lo, hi))
+        al, au = [max(v, 0.0) for v in lo], [max(v, 0.0) for v in hi]
+    obj = None
+    if C is not None:
+        obj = [_naive_backward(network, bounds, phases, L, [float(v) for v in C[r]], -float(d[r]), lb, ub)
+               for r in range(len(C))]
+    return bounds, obj
+
 
 # ---- section: exact decision oracle (exhaustive phase enumeration + LP) -------------------
 #

@@ -76,7 +76,7 @@ def optimise_alpha(packed: PackedNet, xl, xu, base: LayerBounds, C, d, iters: in
 
 def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr: float = 0.1,
                 start_layer: int = 0, prev: LayerBounds | None = None, alpha0=None,
-                base: LayerBounds | None = None) -> LayerBounds:
+                base: LayerBounds | None = None, early_stop: bool = True) -> LayerBounds:
     """alpha-CROWN bounds on ``C @ y - d`` (Xu et al. 2021, *Fast and complete*).
 
     Parameters
@@ -103,7 +103,8 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
     xl, xu = _box(packed, lb, ub)
     C, d = _objective(C, d, packed.n_outputs)
     if base is None:
-        base = compute_bounds(packed, xl, xu, phase, "crown", start_layer, prev, C=C, d=d)
+        base = compute_bounds(packed, xl, xu, phase, "crown", start_layer, prev, C=C, d=d,
+                              early_stop=early_stop)
     elif base.obj_lower is None:
         base.obj_lower, base.obj_upper = objective_bounds(packed, xl, xu, base, C, d)
     base.method = "alpha"

@@ -69,73 +69,123 @@ def ibp_layer(Wp, Wn, Wa, bf, w_off, sizes, zoff, k, al, au, amax, gam, out_l, o
 
 @njit(cache=True)
 def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
-                   jtop, alpha, Astore, gam, out, Ain):
+                   jtop, alpha, Astore, gam, early_stop, out, Ain):
     """Lower bound of ``A @ a_jtop + const`` over the box and the phase constraints.
 
-    ``A`` (m, sizes[jtop+1]) is overwritten; ``const`` and ``mag`` (m,) are updated in place
-    (``mag`` must start as a bound on the magnitude of what is already in ``const``).
-    ``jtop = -1`` means ``A`` acts on ``x`` directly.  ``alpha`` (m, n_relus) gives per-row lower
-    slopes, or has 0 rows for the adaptive default.  If ``Astore`` has m rows, the coefficient on
-    each ``a_j`` before relaxation is stored there (flat neuron index), for alpha gradients.
-    Writes ``out`` (m,) and, if it has m rows, the final input coefficient into ``Ain`` (m, n_in).
+    ``A`` (m, sizes[jtop+1]) is the coefficient on ``a_jtop`` (``jtop = -1``: on ``x``); ``const``
+    and ``mag`` (m,) hold the constant and a bound on the magnitude of what is in it (both are
+    consumed).  ``alpha`` (m, n_relus) gives per-row lower slopes, or has 0 rows for the adaptive
+    default.  If ``Astore`` has m rows, the coefficient on each ``a_j`` before relaxation is stored
+    there (flat neuron index), for alpha gradients.  With ``early_stop`` a row stops as soon as the
+    interval of an intermediate layer already proves its lower bound ``>= 0`` (enough to decide a
+    neuron's sign; ``Astore``/``Ain`` then meaningless).  Writes ``out`` (m,) and, if it has m
+    rows, the final input coefficient into ``Ain`` (m, n_in).
     """
     m = A.shape[0]
     use_alpha = alpha.shape[0] == m
     store = Astore.shape[0] == m
+    rows = np.arange(m)
     for j in range(jtop, -1, -1):
         z0 = zoff[j]
         n = sizes[j + 1]
+        mc = A.shape[0]
+        kind = np.zeros(n, dtype=np.int8)  # 0 identity, 1 zero, 2 unstable
+        sl = np.empty(n)
+        su = np.empty(n)
+        tu = np.empty(n)
+        zm = np.empty(n)
         for i in range(n):
             l = lb[z0 + i]
             u = ub[z0 + i]
             ph = phase[z0 + i]
-            if store:
-                for r in range(m):
-                    Astore[r, z0 + i] = A[r, i]
             if ph == 1 or l >= 0.0:
-                continue
-            if ph == -1 or u <= 0.0:
-                for r in range(m):
-                    A[r, i] = 0.0
-                continue
-            s, t = chord(l, u)
-            zm = max(-l, u)
-            dflt = 1.0 if u > -l else 0.0
-            for r in range(m):
+                kind[i] = 0
+            elif ph == -1 or u <= 0.0:
+                kind[i] = 1
+            else:
+                kind[i] = 2
+                s, t = chord(l, u)
+                su[i] = s
+                tu[i] = t
+                sl[i] = 1.0 if u > -l else 0.0
+                zm[i] = 2.0 * max(-l, u)
+        for r in range(mc):
+            ro = rows[r]
+            c = 0.0
+            mg = 0.0
+            for i in range(n):
                 a = A[r, i]
+                if store:
+                    Astore[ro, z0 + i] = a
+                k = kind[i]
+                if k == 0:
+                    continue
+                if k == 1:
+                    A[r, i] = 0.0
+                    continue
                 if a >= 0.0:
-                    A[r, i] = a * (alpha[r, z0 + i] if use_alpha else dflt)
+                    A[r, i] = a * (alpha[ro, z0 + i] if use_alpha else sl[i])
                 else:
-                    A[r, i] = a * s
-                    const[r] += a * t
-                mag[r] += 2.0 * abs(a) * zm
+                    A[r, i] = a * su[i]
+                    c += a * tu[i]
+                mg += abs(a) * zm[i]
+            const[r] += c
+            mag[r] += mg
         # affine layer j: z_j = W_j a_{j-1} + b_j
         Wj = Wf[w_off[j]:w_off[j + 1]].reshape((sizes[j + 1], sizes[j]))
         const += np.dot(A, bf[z0:z0 + n])
         mag += np.dot(np.abs(A), wa[z0:z0 + n])
         A = np.dot(A, Wj)
+        if early_stop and j > 0:
+            zp = zoff[j - 1]
+            npv = sizes[j]
+            keep = np.ones(mc, dtype=np.bool_)
+            nkeep = 0
+            for r in range(mc):
+                v = const[r]
+                mg = mag[r]
+                for i in range(npv):
+                    a = A[r, i]
+                    au = max(ub[zp + i], 0.0)
+                    v += a * max(lb[zp + i], 0.0) if a >= 0.0 else a * au
+                    mg += abs(a) * au
+                v = v - gam * mg - ABS_MARGIN
+                if v >= 0.0:
+                    out[rows[r]] = v
+                    keep[r] = False
+                else:
+                    nkeep += 1
+            if nkeep < mc:
+                idx = np.flatnonzero(keep)
+                A = A[idx]
+                const = const[idx]
+                mag = mag[idx]
+                rows = rows[idx]
+                if nkeep == 0:
+                    return
     n_in = sizes[0]
-    for r in range(m):
+    for r in range(A.shape[0]):
         v = const[r]
         mg = mag[r]
         for i in range(n_in):
             a = A[r, i]
             v += a * xl[i] if a >= 0.0 else a * xu[i]
             mg += abs(a) * xmax[i]
-        out[r] = v - gam * mg - ABS_MARGIN
-    if Ain.shape[0] == m:
+        out[rows[r]] = v - gam * mg - ABS_MARGIN
+    if Ain.shape[0] == m and A.shape[0] == m:
         Ain[:, :] = A
 
 
 @njit(cache=True)
 def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, ub, wa, start,
-                     use_crown, ilb, iub, gam):
+                     use_crown, ilb, iub, gam, early_stop):
     """Bounds of affine layers ``start..L`` into ``lb``, ``ub``, ``wa`` (n_z,), in place.
 
     Layers below ``start`` must already hold sound bounds.  With ``use_crown`` every layer
     ``k >= 1`` is refined by a backward pass (CROWN) for the neurons IBP leaves unstable (all
     outputs), and intersected with IBP from the refined previous layer and with ``ilb``/``iub``
-    (n_z,; pass ``-inf``/``+inf`` for none).  Bounds are clamped by ``phase`` (int8, n_z; zero on
+    (n_z,; pass ``-inf``/``+inf`` for none).  ``early_stop``: see :func:`backward_lower` (then a
+    neuron proven stable keeps the interval bound that proved it, not its full CROWN bound).  Bounds are clamped by ``phase`` (int8, n_z; zero on
     outputs).  Returns the flat index of the first neuron with ``lb > ub`` (infeasible phases), or
     -1.  After an infeasible layer the later layers are left untouched.
     """
@@ -159,10 +209,9 @@ def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, 
         lo = np.empty(n)
         hi = np.empty(n)
         ibp_layer(Wp, Wn, Wa, bf, w_off, sizes, zoff, k, al, au, am, gam, lo, hi, wa[z0:z0 + n])
-        for i in range(n):
-            lo[i] = max(lo[i], ilb[z0 + i])
-            hi[i] = min(hi[i], iub[z0 + i])
         if use_crown and k > 0:
+            # rows: what IBP (from the refined previous layer, before phase clamping) leaves
+            # undecided, and only the side the phase does not fix
             nprev = sizes[k]
             want_lo = np.zeros(n, dtype=np.bool_)
             want_hi = np.zeros(n, dtype=np.bool_)
@@ -195,7 +244,8 @@ def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, 
                         r += 1
                 out = np.empty(m)
                 backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A,
-                               const, mag, k - 1, empty2, empty2, gam, out, empty2)
+                               const, mag, k - 1, empty2, empty2, gam, early_stop and k < L, out,
+                               empty2)
                 r = 0
                 for i in range(n):
                     if want_lo[i]:
@@ -204,6 +254,9 @@ def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, 
                     if want_hi[i]:
                         hi[i] = min(hi[i], -out[r])
                         r += 1
+        for i in range(n):
+            lo[i] = max(lo[i], ilb[z0 + i])
+            hi[i] = min(hi[i], iub[z0 + i])
         bad = -1
         for i in range(n):
             ph = phase[z0 + i]
@@ -241,7 +294,7 @@ def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c,
     mag = np.abs(c) + np.dot(absP, wa[zL:zL + n_out])
     A = np.dot(P, WL)
     backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
-                   L - 1, alpha, Astore, gam, out, Ain)
+                   L - 1, alpha, Astore, gam, False, out, Ain)
     for r in range(m):
         v = c[r]
         mg = abs(c[r])

@@ -144,7 +144,8 @@ def magnitudes(packed: PackedNet, z_lb, z_ub, xl, xu) -> np.ndarray:
 
 
 def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown", start_layer: int = 0,
-                   prev: LayerBounds | None = None, C=None, d=None, **alpha_kw) -> LayerBounds:
+                   prev: LayerBounds | None = None, C=None, d=None, early_stop: bool = True,
+                   **alpha_kw) -> LayerBounds:
     """Sound bounds on every pre-activation (and on ``C @ y - d``) over a box and a phase set.
 
     Parameters
@@ -166,6 +167,9 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
     prev : LayerBounds, optional
     C, d : array_like, shapes (m, n_outputs) and (m,), optional
         Objective rows; bounds on ``C @ y - d`` go to ``obj_lower``/``obj_upper``.
+    early_stop : bool
+        CROWN only: stop back-substituting a neuron's bound once an intermediate layer's interval
+        proves its sign (GPUPoly-style); its reported bound is then the one that proved it.
     **alpha_kw
         Passed to :func:`dpllnn.bounds.alpha.alpha_crown` for ``method="alpha"``.
 
@@ -179,7 +183,8 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
         from .alpha import alpha_crown
         if C is None:
             return compute_bounds(packed, lb, ub, phase, "crown", start_layer, prev)
-        return alpha_crown(packed, lb, ub, phase, C, d, start_layer=start_layer, prev=prev, **alpha_kw)
+        return alpha_crown(packed, lb, ub, phase, C, d, start_layer=start_layer, prev=prev,
+                           early_stop=early_stop, **alpha_kw)
     xl, xu = _box(packed, lb, ub)
     zp = _zphase(packed, phase)
     gam = packed.margin_factor
@@ -208,12 +213,12 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
     args = (packed.W, packed.W_pos, packed.W_neg, packed.W_abs, packed.b, packed.w_off, packed.sizes,
             packed.zoff, xl, xu, zp)
     if method == "ibp":
-        bad = K.propagate_layers(*args, z_lb, z_ub, wa, start_layer, False, ninf, pinf, gam)
+        bad = K.propagate_layers(*args, z_lb, z_ub, wa, start_layer, False, ninf, pinf, gam, False)
     else:
         ilb, iub, iwa = z_lb.copy(), z_ub.copy(), wa.copy()
-        bad = K.propagate_layers(*args, ilb, iub, iwa, start_layer, False, ninf, pinf, gam)
+        bad = K.propagate_layers(*args, ilb, iub, iwa, start_layer, False, ninf, pinf, gam, False)
         if bad < 0:
-            bad = K.propagate_layers(*args, z_lb, z_ub, wa, start_layer, True, ilb, iub, gam)
+            bad = K.propagate_layers(*args, z_lb, z_ub, wa, start_layer, True, ilb, iub, gam, early_stop)
     if bad >= 0:
         return _infeasible(packed, xl, xu, zp, method, int(bad), C, z_lb, z_ub)
     out = LayerBounds(packed, z_lb, z_ub, wa, zp, xl, xu, False, -1, method)
