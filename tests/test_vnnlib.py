@@ -334,3 +334,11 @@ def test_random_dnf_round_trip(asserts, data):
         want = all(abs(v) <= 1 for v in pt[:2]) and all(holds(f, env) for f in asserts)
         got = any(c.contains(x) and any(d.holds(y) for d in c.disjuncts) for c in spec.cases)
         assert got == want, (text, pt)
+
+
+def test_whitespace_inside_parentheses():
+    s = p("( declare-const X_0 Real )\n(\tdeclare-const Y_0 Real)( assert ( <= X_0 1 ) )"
+          "(assert(>= X_0 0))( assert\n( and ( <= Y_0 2 ) ( >= Y_0 -2 ) ) )")
+    (c,) = s.cases
+    assert (c.lb.tolist(), c.ub.tolist()) == ([0.0], [1.0])
+    assert rows(c.disjuncts[0]) == ((-1.0, 2.0), (1.0, 2.0))

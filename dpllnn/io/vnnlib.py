@@ -7,7 +7,8 @@ all ``assert`` commands are conjoined.
 
 Supported syntax
 ----------------
-* ``(declare-const X_i Real)`` / ``(declare-const Y_j Real)``; indices must be ``0..n-1``.
+* ``(declare-const X_i Real)`` / ``(declare-const Y_j Real)``; indices must be ``0..n-1``;
+  declarations may come after their first use (SMT-LIB asks for before; we are lenient).
 * comparisons ``<= >= < >`` (chainable) between linear terms: numbers (``-0.5``, ``1e-5``),
   variables, ``(+ ...)``, ``(- ...)``, ``(* c t)``, ``(/ t c)``.  Strict comparisons are read as
   non-strict, the VNN-COMP convention: it enlarges the unsafe set, so ``unsat`` stays sound, and a
@@ -19,10 +20,11 @@ Supported syntax
 * ``;`` comments; ``check-sat``, ``get-model``, ``exit``, ``set-logic``, ``set-info`` and
   ``set-option`` are accepted and ignored.
 
-The tokenizer is one ``re.findall`` whose alternatives recognise whole declarations, whole
-``(assert (op a b))`` commands and whole atoms as single tokens, so the common VNN-COMP shape
-(hundreds of thousands of box bounds) costs one Python step per bound; everything else goes
-through an explicit-stack shift-reduce parser (no recursion, any nesting depth).
+Speed: one group-less ``re.findall`` turns whole declarations, whole ``(assert (op a b))``
+commands and whole atoms into single tokens; the plain ``X_i op number`` ones are then converted
+in bulk (numpy), so 150,000 box bounds parse in about 0.4 s.  Everything else goes through an
+explicit-stack shift-reduce parser (no recursion: any nesting depth).  Error line numbers are
+found afterwards by re-scanning the text, so they cost nothing on valid input.
 """
 from __future__ import annotations
 
