@@ -1,0 +1,223 @@
+"""Parallel search on all cores: worker processes, cubes and a portfolio.
+
+PySAT holds the GIL during ``solve`` and the propagator callbacks are Python, so threads do not
+help (DESIGN.md §3): workers are processes.  Two ways of spreading the work:
+
+- **cubes** (input splitting): each case's input box is bisected into ``CUBES_PER_WORKER *
+  workers`` sub-boxes along the dimensions with the largest first-layer influence
+  (``width_i * ||W0[:, i]||_1``); workers pull sub-boxes from a shared queue and run
+  :func:`dpllnn.search.inputsplit.search_case` on each.  The case is ``unsat`` when every cube is.
+- **portfolio** (CDCL): every worker runs :func:`dpllnn.search.cdcl.search_case` on the same case
+  with a different seed (which diversifies the branching and restart parameters); the first
+  definitive answer wins.  Learned clauses are not shared between workers (yet).
+
+Workers are forked when the platform allows it (the network and the numba code are inherited, no
+re-import), else spawned.  The parent stops every worker as soon as the answer is known, on the
+deadline, on an error and on Ctrl-C/SIGTERM (``finally`` terminates and joins them), so no child
+outlives the call.  A worker's exception is reported back and turns the verdict into ``unknown``
+(with the error in the reason), never into ``unsat``.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import time
+import traceback
+
+import numpy as np
+
+from ..result import Verdict
+from ..spec import Case, Spec
+
+CUBES_PER_WORKER = 4
+
+
+def _context():
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def make_cubes(network, case: Case, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Bisect ``case``'s box into ``n`` (rounded up to a power of two) sub-boxes.
+
+    Returns
+    -------
+    list of (lb, ub), float64 arrays of shape (n_inputs,); together they cover the box exactly.
+    """
+    infl = np.abs(network.affines[0].W).sum(axis=0) + 1e-12
+    boxes = [(case.lb.copy(), case.ub.copy())]
+    while len(boxes) < n:
+        nxt = []
+        for lb, ub in boxes:
+            w = (ub - lb) * infl
+            i = int(np.argmax(w))
+            mid = 0.5 * (lb[i] + ub[i])
+            if not (lb[i] < mid < ub[i]):  # cannot split further
+                nxt.append((lb, ub))
+                continue
+            u1 = ub.copy()
+            u1[i] = mid
+            l2 = lb.copy()
+            l2[i] = mid
+            nxt += [(lb, u1), (l2, ub)]
+        if len(nxt) == len(boxes):
+            break
+        boxes = nxt
+    return boxes
+
+
+def _worker(wid, network, spec, chosen, tasks, results, deadline, seed):
+    """Pull (task_id, case_index, open_idx, lb, ub) tasks; push (task_id, verdict, x, stats, err)."""
+    from ..bounds import pack
+    from .verify import search_case_dispatch
+
+    packed = pack(network)
+    while True:
+        try:
+            task = tasks.get(timeout=0.05)
+        except queue_mod.Empty:
+            if time.monotonic() >= deadline:
+                return
+            continue
+        if task is None:
+            return
+        tid, ci, open_idx, lb, ub, tseed = task
+        stats: dict = {}
+        try:
+            case = spec.cases[ci]
+            if lb is not None:
+                sub = Spec([Case(lb, ub, case.disjuncts)], spec.n_inputs, spec.n_outputs,
+                           spec.source)
+                sub_ci = 0
+            else:
+                sub, sub_ci = spec, ci
+            v, cex = search_case_dispatch(chosen, network, sub, sub_ci, open_idx, packed=packed,
+                                          deadline=deadline, seed=tseed, stats=stats, root=None)
+            x = None if cex is None else np.asarray(cex.x)
+            results.put((tid, v.value, x, stats, None))
+        except Exception as e:  # reported to the parent, which answers unknown
+            results.put((tid, Verdict.UNKNOWN.value, None, stats,
+                         f"worker {wid}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+
+
+def _merge(stats, part):
+    for k, v in part.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if k.endswith("_max") or k.startswith("max_"):
+            stats[k] = max(stats.get(k, v), v)
+        elif k in stats and isinstance(stats[k], (int, float)):
+            stats[k] += v
+        else:
+            stats[k] = v
+
+
+def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, seed, workers,
+                    stats, done):
+    """Search the open cases with ``workers`` processes; returns ``done(verdict, cex, reason)``.
+
+    Parameters
+    ----------
+    network, spec : as for :func:`dpllnn.search.verify.verify`
+    todo : list of int -- case indices still open after the root bounds
+    open_per_case : dict case -> list of open disjunct indices
+    chosen : {"inputsplit", "cdcl"}
+    deadline : float -- ``time.monotonic()`` limit
+    workers : int >= 2
+    stats : dict -- updated with the summed worker counters and ``workers``
+    done : callable(verdict, cex=None, reason="") -> Result
+    """
+    from ..validate import check_counterexample
+
+    ctx = _context()
+    tasks, results = ctx.Queue(), ctx.Queue()
+    # task list
+    plan = []
+    if chosen == "inputsplit":
+        for ci in todo:
+            for lb, ub in make_cubes(network, spec.cases[ci], CUBES_PER_WORKER * workers):
+                plan.append((ci, open_per_case[ci], lb, ub, seed))
+        stats["cubes"] = len(plan)
+    else:
+        for ci in todo:
+            for k in range(workers):
+                plan.append((ci, open_per_case[ci], None, None, seed + 1000 * k))
+        stats["portfolio"] = workers
+    # cdcl portfolio: a case is decided by the first definitive answer among its copies
+    group = {tid: (t[0] if chosen == "cdcl" else tid) for tid, t in enumerate(plan)}
+    for tid, (ci, oi, lb, ub, s) in enumerate(plan):
+        tasks.put((tid, ci, oi, lb, ub, s))
+    for _ in range(workers):
+        tasks.put(None)
+    stats["workers"] = workers
+    procs = [ctx.Process(target=_worker, args=(w, network, spec, chosen, tasks, results,
+                                               deadline, seed), daemon=True)
+             for w in range(workers)]
+    verdicts: dict = {}  # group -> Verdict (definitive or the best non-definitive)
+    errors = []
+    pending = len(plan)
+    try:
+        for p in procs:
+            p.start()
+        while pending > 0:
+            try:
+                tid, v, x, wstats, err = results.get(timeout=0.1)
+            except queue_mod.Empty:
+                if time.monotonic() >= deadline + 0.5 or not any(p.is_alive() for p in procs):
+                    break
+                continue
+            pending -= 1
+            _merge(stats, wstats)
+            v = Verdict(v)
+            if err:
+                errors.append(err)
+            if v is Verdict.SAT:
+                cex = check_counterexample(network, spec, x)
+                if cex is not None:
+                    return done(Verdict.SAT, cex, f"{chosen} search ({workers} workers)")
+                errors.append("a worker's counterexample failed re-validation")
+                v = Verdict.UNKNOWN
+            g = group[tid]
+            if verdicts.get(g) is Verdict.UNSAT:
+                continue
+            if v is Verdict.UNSAT or g not in verdicts:
+                verdicts[g] = v
+            elif verdicts[g] is not Verdict.UNSAT and v is Verdict.TIMEOUT:
+                verdicts[g] = v
+            n_groups = len(set(group.values()))
+            if len(verdicts) == n_groups and all(u is Verdict.UNSAT for u in verdicts.values()):
+                break
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=1)
+        tasks.cancel_join_thread()
+        results.cancel_join_thread()
+    n_groups = len(set(group.values()))
+    all_v = [verdicts.get(g, Verdict.TIMEOUT if time.monotonic() >= deadline else Verdict.UNKNOWN)
+             for g in set(group.values())]
+    v = Verdict.combine(all_v)
+    if errors and v is Verdict.UNSAT:
+        v = Verdict.UNKNOWN  # never prove with a failed worker in the picture
+    if errors:
+        stats["worker_errors"] = errors[:3]
+    reason = {Verdict.UNSAT: f"{chosen} search ({workers} workers)",
+              Verdict.TIMEOUT: "time limit reached",
+              Verdict.UNKNOWN: ("worker error: " + errors[0].splitlines()[0]) if errors else
+              "search gave up without a proof or counterexample"}[v]
+    del n_groups
+    return done(v, reason=reason)
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
