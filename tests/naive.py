@@ -8,7 +8,7 @@ import numpy as np  # noqa: F401
 
 # ---- section: bound oracles (loop-based interval / CROWN) --------------------------------
 #
-# Plain Python loops over lists of floats, no rounding margin, no row selection, no early stop:
+# Plain Python loops over lists of floats, no rounding margin, no early stop:
 # the textbook algorithms.  Phase semantics as in dpllnn.bounds: +1 -> identity and lb clamped to
 # 0, -1 -> zero and ub clamped to 0.  Each returns per-affine-layer lists of (lb, ub) lists, or
 # None when some lb > ub (phases infeasible).

@@ -76,7 +76,7 @@ def optimise_alpha(packed: PackedNet, xl, xu, base: LayerBounds, C, d, iters: in
 
 def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr: float = 0.1,
                 start_layer: int = 0, prev: LayerBounds | None = None, alpha0=None,
-                base: LayerBounds | None = None, early_stop: bool = True) -> LayerBounds:
+                base: LayerBounds | None = None, early_stop: bool = False) -> LayerBounds:
     """alpha-CROWN bounds on ``C @ y - d`` (Xu et al. 2021, *Fast and complete*).
 
     Parameters

@@ -89,52 +89,56 @@ def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, 
         z0 = zoff[j]
         n = sizes[j + 1]
         mc = A.shape[0]
-        kind = np.zeros(n, dtype=np.int8)  # 0 identity, 1 zero, 2 unstable
+        # per neuron: lower slope sl, upper slope su, upper intercept tu, magnitude weight zm;
+        # identity is (1, 1, 0, 0), zero is (0, 0, 0, 0): the row loop is branch-free
+        unst = np.zeros(n, dtype=np.bool_)
         sl = np.empty(n)
         su = np.empty(n)
-        tu = np.empty(n)
-        zm = np.empty(n)
+        tu = np.zeros(n)
+        zm = np.zeros(n)
         for i in range(n):
             l = lb[z0 + i]
             u = ub[z0 + i]
             ph = phase[z0 + i]
             if ph == 1 or l >= 0.0:
-                kind[i] = 0
+                sl[i] = 1.0
+                su[i] = 1.0
             elif ph == -1 or u <= 0.0:
-                kind[i] = 1
+                sl[i] = 0.0
+                su[i] = 0.0
             else:
-                kind[i] = 2
+                unst[i] = True
                 s, t = chord(l, u)
                 su[i] = s
                 tu[i] = t
                 sl[i] = 1.0 if u > -l else 0.0
                 zm[i] = 2.0 * max(-l, u)
+        bj = bf[z0:z0 + n]
+        waj = wa[z0:z0 + n]
+        slr = sl.copy()
         for r in range(mc):
             ro = rows[r]
+            if use_alpha:
+                for i in range(n):
+                    if unst[i]:
+                        slr[i] = alpha[ro, z0 + i]
+            if store:
+                for i in range(n):
+                    Astore[ro, z0 + i] = A[r, i]
             c = 0.0
             mg = 0.0
             for i in range(n):
                 a = A[r, i]
-                if store:
-                    Astore[ro, z0 + i] = a
-                k = kind[i]
-                if k == 0:
-                    continue
-                if k == 1:
-                    A[r, i] = 0.0
-                    continue
-                if a >= 0.0:
-                    A[r, i] = a * (alpha[ro, z0 + i] if use_alpha else sl[i])
-                else:
-                    A[r, i] = a * su[i]
-                    c += a * tu[i]
-                mg += abs(a) * zm[i]
+                ap = max(a, 0.0)
+                an = min(a, 0.0)
+                v = ap * slr[i] + an * su[i]
+                A[r, i] = v
+                c += an * tu[i] + v * bj[i]
+                mg += (ap - an) * zm[i] + abs(v) * waj[i]
             const[r] += c
             mag[r] += mg
-        # affine layer j: z_j = W_j a_{j-1} + b_j
+        # affine layer j: z_j = W_j a_{j-1} + b_j (bias and its margin were fused above)
         Wj = Wf[w_off[j]:w_off[j + 1]].reshape((sizes[j + 1], sizes[j]))
-        const += np.dot(A, bf[z0:z0 + n])
-        mag += np.dot(np.abs(A), wa[z0:z0 + n])
         A = np.dot(A, Wj)
         if early_stop and j > 0:
             zp = zoff[j - 1]
@@ -147,7 +151,7 @@ def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, 
                 for i in range(npv):
                     a = A[r, i]
                     au = max(ub[zp + i], 0.0)
-                    v += a * max(lb[zp + i], 0.0) if a >= 0.0 else a * au
+                    v += max(a, 0.0) * max(lb[zp + i], 0.0) + min(a, 0.0) * au
                     mg += abs(a) * au
                 v = v - gam * mg - ABS_MARGIN
                 if v >= 0.0:

@@ -22,40 +22,33 @@ from .kernels import ABS_MARGIN, U_ROUND, chord
 
 
 @njit(cache=True)
-def _concretize(E, xl, xu, xmax, gam, lo, hi, mag):
-    """Range of each equation of E (n, B, n1) over box beta; writes lo, hi, mag (n, B)."""
+def _concretize(E, xmid, xrad, xmax, gam, lo, hi, mag):
+    """Range of each equation of E (n, B, n1) over box beta; writes lo, hi, mag (n, B).
+
+    Uses the float midpoint/radius of the box; their rounding (<= u |x|) is inside the margin.
+    """
     n, B, n1 = E.shape
     n_in = n1 - 1
     for i in range(n):
         for bt in range(B):
             c = E[i, bt, n_in]
-            vl = c
-            vh = c
+            v = c
+            r = 0.0
             mg = abs(c)
             for t in range(n_in):
                 e = E[i, bt, t]
-                if e >= 0.0:
-                    vl += e * xl[bt, t]
-                    vh += e * xu[bt, t]
-                else:
-                    vl += e * xu[bt, t]
-                    vh += e * xl[bt, t]
+                v += e * xmid[bt, t]
+                r += abs(e) * xrad[bt, t]
                 mg += abs(e) * xmax[bt, t]
             mag[i, bt] = mg
-            lo[i, bt] = vl - gam * mg - ABS_MARGIN
-            hi[i, bt] = vh + gam * mg + ABS_MARGIN
+            lo[i, bt] = v - r - gam * mg - ABS_MARGIN
+            hi[i, bt] = v + r + gam * mg + ABS_MARGIN
 
 
 @njit(cache=True)
-def symbolic_batch(Wf, Wa, bf, w_off, sizes, zoff, xl, xu, phase, C, d, gam, lower_mode,
+def _symbolic_block(Wf, Wa, bf, w_off, sizes, zoff, xl, xu, phase, C, d, gam, lower_mode,
                    lb_out, ub_out, obj_out, unstable_out, infeasible_out):
-    """Forward symbolic interval bounds for B boxes.
-
-    Parameters: packed buffers; ``xl``, ``xu`` (B, n_in); ``phase`` int8 (n_z,) shared by all
-    boxes; ``C`` (m, n_out), ``d`` (m,).  Writes ``lb_out``, ``ub_out`` (B, n_z) (or shape (0, 0)
-    to skip), ``obj_out`` (B, m) lower bounds of ``C y - d``, ``unstable_out`` int64 (B,),
-    ``infeasible_out`` bool (B,).  An infeasible box gets ``obj_out = +inf``.
-    """
+    """One block of :func:`symbolic_batch` (same arguments, B = this block's boxes)."""
     L = sizes.shape[0] - 2
     B = xl.shape[0]
     n_in = sizes[0]
@@ -63,6 +56,8 @@ def symbolic_batch(Wf, Wa, bf, w_off, sizes, zoff, xl, xu, phase, C, d, gam, low
     m = C.shape[0]
     store = lb_out.shape[0] == B
     xmax = np.maximum(np.abs(xl), np.abs(xu))
+    xmid = (xl + xu) * 0.5
+    xrad = (xu - xl) * 0.5
     dead = np.zeros(B, dtype=np.bool_)
     unstable_out[:] = 0
     # layer 0: exact copies of W_0, b_0
@@ -83,8 +78,8 @@ def symbolic_batch(Wf, Wa, bf, w_off, sizes, zoff, xl, xu, phase, C, d, gam, low
         Uhi = np.empty((n, B))
         magL = np.empty((n, B))
         magU = np.empty((n, B))
-        _concretize(Lz, xl, xu, xmax, gam, Llo, Lhi, magL)
-        _concretize(Uz, xl, xu, xmax, gam, Ulo, Uhi, magU)
+        _concretize(Lz, xmid, xrad, xmax, gam, Llo, Lhi, magL)
+        _concretize(Uz, xmid, xrad, xmax, gam, Ulo, Uhi, magU)
         if k == L:
             break
         for i in range(n):
@@ -130,28 +125,36 @@ def symbolic_batch(Wf, Wa, bf, w_off, sizes, zoff, xl, xu, phase, C, d, gam, low
         W = Wf[w_off[k + 1]:w_off[k + 2]].reshape((n2, n))
         Wab = Wa[w_off[k + 1]:w_off[k + 2]].reshape((n2, n))
         mag = np.empty((n, B))
+        Cc = np.empty((n, B, n1))
+        R = np.empty((n, B, n1))
         for i in range(n):
             for bt in range(B):
-                s1 = 0.0
-                s2 = 0.0
+                mg = abs(Lz[i, bt, n_in]) + abs(Uz[i, bt, n_in])
                 for t in range(n1):
-                    s1 += abs(Lz[i, bt, t]) * (xmax[bt, t] if t < n_in else 1.0)
-                    s2 += abs(Uz[i, bt, t]) * (xmax[bt, t] if t < n_in else 1.0)
-                mag[i, bt] = s1 + s2
-        Cc = ((Lz + Uz) * 0.5).reshape((n, B * n1))
-        R = ((Uz - Lz) * 0.5).reshape((n, B * n1))
-        Zc = np.dot(W, Cc).reshape((n2, B, n1))
-        Zr = np.dot(Wab, R).reshape((n2, B, n1))
+                    lv = Lz[i, bt, t]
+                    uv = Uz[i, bt, t]
+                    Cc[i, bt, t] = (lv + uv) * 0.5
+                    R[i, bt, t] = (uv - lv) * 0.5
+                    if t < n_in:
+                        mg += (abs(lv) + abs(uv)) * xmax[bt, t]
+                mag[i, bt] = mg
+        Zc = np.dot(W, Cc.reshape((n, B * n1))).reshape((n2, B, n1))
+        Zr = np.dot(Wab, R.reshape((n, B * n1))).reshape((n2, B, n1))
         err = np.dot(Wab, mag)
-        Lz = Zc - Zr
-        Uz = Zc + Zr
         zb = zoff[k + 1]
         for i in range(n2):
             bi = bf[zb + i]
             for bt in range(B):
+                for t in range(n1):
+                    c = Zc[i, bt, t]
+                    r = Zr[i, bt, t]
+                    Zc[i, bt, t] = c - r
+                    Zr[i, bt, t] = c + r
                 e = gam * (err[i, bt] + abs(bi)) + ABS_MARGIN
-                Lz[i, bt, n_in] += bi - e
-                Uz[i, bt, n_in] += bi + e
+                Zc[i, bt, n_in] += bi - e
+                Zr[i, bt, n_in] += bi + e
+        Lz = Zc
+        Uz = Zr
     # outputs: box bounds, then the objective from the output equations
     zL = zoff[L]
     n_out = sizes[L + 1]
@@ -179,8 +182,35 @@ def symbolic_batch(Wf, Wa, bf, w_off, sizes, zoff, xl, xu, phase, C, d, gam, low
         lo = np.empty((1, B))
         hi = np.empty((1, B))
         mg = np.empty((1, B))
-        _concretize(E, xl, xu, xmax, gam, lo, hi, mg)
+        _concretize(E, xmid, xrad, xmax, gam, lo, hi, mg)
         for bt in range(B):
             v = lo[0, bt] - gam * emag[bt]
             obj_out[bt, r] = np.inf if dead[bt] else v
     infeasible_out[:] = dead
+
+
+@njit(cache=True)
+def symbolic_batch(Wf, Wa, bf, w_off, sizes, zoff, xl, xu, phase, C, d, gam, lower_mode,
+                   lb_out, ub_out, obj_out, unstable_out, infeasible_out):
+    """Forward symbolic interval bounds for B boxes, processed in cache-sized blocks.
+
+    Parameters: packed buffers; ``xl``, ``xu`` (B, n_in); ``phase`` int8 (n_z,) shared by all
+    boxes; ``C`` (m, n_out), ``d`` (m,); ``lower_mode`` 0 (adaptive) or 1 (Neurify parallel).
+    Writes ``lb_out``, ``ub_out`` (B, n_z) (or shape (0, 0) to skip), ``obj_out`` (B, m) lower
+    bounds of ``C y - d``, ``unstable_out`` int64 (B,), ``infeasible_out`` bool (B,).  An
+    infeasible box gets ``obj_out = +inf``.
+    """
+    B = xl.shape[0]
+    store = lb_out.shape[0] == B
+    blk = max(8, 16384 // (max(sizes.max(), 1) * (sizes[0] + 1)))
+    for b0 in range(0, B, blk):
+        b1 = min(B, b0 + blk)
+        if store:
+            lo = lb_out[b0:b1]
+            hi = ub_out[b0:b1]
+        else:
+            lo = lb_out
+            hi = ub_out
+        _symbolic_block(Wf, Wa, bf, w_off, sizes, zoff, xl[b0:b1], xu[b0:b1], phase, C, d, gam,
+                        lower_mode, lo, hi, obj_out[b0:b1], unstable_out[b0:b1],
+                        infeasible_out[b0:b1])

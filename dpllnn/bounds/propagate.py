@@ -144,7 +144,7 @@ def magnitudes(packed: PackedNet, z_lb, z_ub, xl, xu) -> np.ndarray:
 
 
 def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown", start_layer: int = 0,
-                   prev: LayerBounds | None = None, C=None, d=None, early_stop: bool = True,
+                   prev: LayerBounds | None = None, C=None, d=None, early_stop: bool = False,
                    **alpha_kw) -> LayerBounds:
     """Sound bounds on every pre-activation (and on ``C @ y - d``) over a box and a phase set.
 
