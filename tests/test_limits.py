@@ -1,0 +1,391 @@
+"""Resource limits and clean failure (dpllnn.limits, and its wiring into the CLI).
+
+Two groups:
+
+* unit tests of :mod:`dpllnn.limits` (memory budget, watchdog, signal handlers, process-tree
+  cleanup) -- they run in subprocesses or small in-process loops and pass on their own;
+* end-to-end CLI tests (``--memory-limit``, SIGTERM mid-search, timeouts under load) -- they skip
+  until the search modules exist and the CLI has the ``--memory-limit`` option (the wiring patch
+  of ``cli.py``/``verify.py``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpllnn import limits
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _search_complete() -> bool:
+    return all(importlib.util.find_spec(f"dpllnn.search.{m}") is not None
+               for m in ("inputsplit", "cdcl"))
+
+
+def _cli_has_memory_limit() -> bool:
+    from dpllnn.cli import build_parser
+    return "--memory-limit" in build_parser().format_help() or \
+        "--memory-limit" in _verify_help()
+
+
+def _verify_help() -> str:
+    p = subprocess.run([sys.executable, "-m", "dpllnn.cli", "verify", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    return p.stdout
+
+
+needs_search = pytest.mark.skipif(not _search_complete(),
+                                  reason="dpllnn.search.inputsplit / cdcl not written yet")
+
+
+def _run_py(code: str, timeout=60, **kw):
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _alive(pid: int) -> bool:
+    return limits._alive(pid)
+
+
+# ---- memory ---------------------------------------------------------------------------------
+def test_defaults_are_sane():
+    phys = limits.physical_memory_mb()
+    assert 64 < phys < 1 << 26
+    assert 0 < limits.default_memory_limit_mb() < phys
+    assert 1 < limits.rss_mb() < phys
+    assert limits.tree_rss_mb() >= limits.rss_mb() - 1
+
+
+def test_memory_budget_interrupts_a_python_loop():
+    junk = []
+    t0 = time.monotonic()
+    with pytest.raises(MemoryError) as ei:
+        with limits.memory_limit(limits.rss_mb() + 40) as budget:
+            while time.monotonic() - t0 < 20:
+                junk.append(bytearray(1 << 20))
+    dt = time.monotonic() - t0
+    n = len(junk)
+    del junk
+    assert isinstance(ei.value, limits.MemoryLimitReached)
+    assert dt < 5
+    assert n < 400                      # stopped near the limit, not at the 20 s guard
+    st = budget.stats()
+    assert st["memory_limit_reached"] and st["memory_peak_mb"] > st["memory_limit_mb"]
+    assert limits.active_budget() is None
+
+
+def test_memory_budget_disabled_and_nested():
+    with limits.memory_limit(0) as b:
+        assert not b.enabled
+        limits.check_memory()          # no-op
+    with limits.memory_limit(1e9) as outer:
+        with limits.memory_limit(1e9) as inner:
+            assert limits.active_budget() is inner
+        assert limits.active_budget() is outer
+    assert limits.active_budget() is None
+
+
+def test_check_memory_cooperative_in_a_thread():
+    """Outside the main thread there is no asynchronous interruption: check_memory() fails."""
+    import threading
+
+    out = {}
+
+    def work():
+        junk = []
+        try:
+            with limits.memory_limit(limits.rss_mb() + 30, interval_s=0.0):
+                for _ in range(500):
+                    junk.append(bytearray(1 << 20))
+                    limits.check_memory()
+        except limits.MemoryLimitReached as e:
+            out["err"] = e
+        out["n"] = len(junk)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(30)
+    assert "err" in out and out["n"] < 500
+
+
+def test_memory_budget_counts_children():
+    code = """
+        import subprocess, sys, time
+        from dpllnn import limits
+        child = subprocess.Popen([sys.executable, "-c",
+            "import time; x = bytearray(150 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(30)"])
+        t0 = time.monotonic()
+        try:
+            with limits.memory_limit(limits.rss_mb() + 80):
+                while time.monotonic() - t0 < 20:
+                    time.sleep(0.01)
+            print("no-trip")
+        except MemoryError as e:
+            print("tripped", round(time.monotonic() - t0, 2))
+        finally:
+            limits.kill_descendants(wait_s=1.0)
+            child.wait()
+    """
+    p = _run_py(code)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out.startswith("tripped"), out + err
+
+
+def test_memory_budget_share():
+    b = limits.MemoryBudget(1000.0)
+    assert b.share(2, reserve_mb=200) == pytest.approx(400.0)
+    assert b.share(4, reserve_mb=2000) == 1.0
+
+
+# ---- signals and process trees --------------------------------------------------------------
+_SIGNAL_SCRIPT = """
+    import subprocess, sys, time
+    from dpllnn import limits
+    limits.install_signal_handlers()
+    kids = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    kids.append(subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.1)"]))
+    print(" ".join(str(k.pid) for k in kids), flush=True)
+    try:
+        x = 0
+        while True:                 # a busy Python loop (the search)
+            x += 1
+    except limits.Interrupted as e:
+        limits.kill_descendants(wait_s=0.3)
+        print(f"interrupted {e.signum}", flush=True)
+        sys.exit(e.exit_code)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_ends_run_fast_and_kills_children(sig):
+    p = _run_py(_SIGNAL_SCRIPT)
+    pids = [int(v) for v in p.stdout.readline().split()]
+    assert len(pids) == 3
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=10)
+    dt = time.monotonic() - t0
+    assert dt < 1.0, f"took {dt:.2f} s"
+    assert p.returncode == 128 + sig, err
+    assert f"interrupted {int(sig)}" in out
+    time.sleep(0.1)
+    assert not any(_alive(q) for q in pids), "orphan processes left"
+
+
+def test_hard_exit_backstop_when_handler_cannot_finish():
+    """If the code swallows the Interrupted and carries on, the armed hard exit still ends the
+    process within the grace period (exit code 1)."""
+    code = """
+        import time
+        from dpllnn import limits
+        limits.install_signal_handlers(grace_s=0.5)
+        print("ready", flush=True)
+        while True:
+            try:
+                while True:
+                    time.sleep(0.01)
+            except KeyboardInterrupt:
+                pass                # a careless handler
+    """
+    p = _run_py(code)
+    assert p.stdout.readline().strip() == "ready"
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=10)
+    assert time.monotonic() - t0 < 1.5
+    assert p.returncode == 1
+
+
+def test_descendants_and_kill_descendants_tree():
+    code = """
+        import subprocess, sys, time
+        inner = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+        subprocess.Popen([sys.executable, "-c", inner])
+        time.sleep(60)
+    """
+    p = _run_py(code)
+    try:
+        deadline = time.monotonic() + 20
+        tree = []
+        while time.monotonic() < deadline and len(tree) < 2:
+            time.sleep(0.1)
+            tree = limits.descendants(p.pid)
+        assert len(tree) == 2
+        assert limits.kill_descendants(signal.SIGTERM, wait_s=1.0, pids=tree) == 2
+        time.sleep(0.1)
+        assert not any(_alive(q) for q in tree)
+    finally:
+        p.kill()
+        p.communicate()
+
+
+def test_die_with_parent():
+    code = """
+        import multiprocessing as mp, os, sys, time
+        from dpllnn import limits
+        def work():
+            limits.die_with_parent()
+            time.sleep(60)
+        if __name__ == "__main__":
+            ctx = mp.get_context("spawn")
+            w = ctx.Process(target=work)
+            w.start()
+            print(w.pid, flush=True)
+            time.sleep(60)
+    """
+    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"dpllnn_dwp_{os.getpid()}.py"
+    script.write_text(textwrap.dedent(code))
+    try:
+        p = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE,
+                             text=True)
+        wpid = int(p.stdout.readline())
+        time.sleep(0.5)                # let the worker call prctl
+        p.kill()                       # SIGKILL: the parent runs no cleanup at all
+        p.wait()
+        end = time.monotonic() + 3
+        while time.monotonic() < end and _alive(wpid):
+            time.sleep(0.05)
+        assert not _alive(wpid)
+    finally:
+        script.unlink()
+
+
+# ---- end to end (needs the search modules and the CLI wiring) -------------------------------
+def _hard_instance(folder: Path, n_in=6, hidden=(48, 48, 48), seed=3):
+    """A random network and a property just below the sampled minimum of output 0: falsification
+    fails, root bounds are far too loose, so the search runs for a long time."""
+    from dpllnn.io.onnx_export import to_onnx
+    from dpllnn.network import Affine, Network
+
+    rng = np.random.default_rng(seed)
+    sizes = [n_in, *hidden, 2]
+    net = Network([Affine(rng.normal(size=(sizes[k + 1], sizes[k])) / np.sqrt(sizes[k]),
+                          rng.normal(size=sizes[k + 1]) * 0.1) for k in range(len(sizes) - 1)])
+    X = rng.uniform(-1, 1, (20000, n_in))
+    y = net.forward(X)[:, 0]
+    thr = float(y.min() - 0.02 * (y.max() - y.min()))
+    onnx_path, spec_path = folder / "hard.onnx", folder / "hard.vnnlib"
+    to_onnx(net, onnx_path, dtype="float64")
+    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(2)]
+    for i in range(n_in):
+        lines += [f"(assert (>= X_{i} -1.0))", f"(assert (<= X_{i} 1.0))"]
+    lines.append(f"(assert (<= Y_0 {thr!r}))")
+    spec_path.write_text("\n".join(lines) + "\n")
+    return onnx_path, spec_path
+
+
+def _cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "dpllnn.cli", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@needs_search
+def test_cli_sigterm_mid_search(tmp_path):
+    onnx_path, spec_path = _hard_instance(tmp_path)
+    res = tmp_path / "out.txt"
+    p = _cli("verify", onnx_path, spec_path, "--timeout", "60", "--workers", "2",
+             "--results-file", res)
+    time.sleep(4.0)                           # imports, falsification, into the search
+    tree = limits.descendants(p.pid)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    dt = time.monotonic() - t0
+    if p.returncode == 0:
+        pytest.skip(f"instance was decided before the signal: {out.splitlines()[:1]}")
+    assert dt < 1.0, f"exit took {dt:.2f} s"
+    assert p.returncode in (128 + signal.SIGTERM, 1, -signal.SIGTERM), err
+    assert out.strip() == "", "no verdict may be printed after an interrupt"
+    if res.exists():                          # absent or complete
+        lines = res.read_text().splitlines()
+        assert lines and lines[0] in ("sat", "unsat", "unknown", "timeout")
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")], "temp file left"
+    time.sleep(0.2)
+    assert not [q for q in tree if _alive(q)], "orphan worker processes"
+
+
+@needs_search
+@pytest.mark.skipif(not _cli_has_memory_limit(), reason="CLI has no --memory-limit yet")
+def test_cli_memory_limit_tiny_is_unknown(tmp_path):
+    """A limit below the interpreter's own footprint trips at once: unknown, reason in stats."""
+    onnx_path, spec_path = _hard_instance(tmp_path)
+    p = _cli("verify", onnx_path, spec_path, "--timeout", "30", "--json", "--workers", "1",
+             "--memory-limit", "10")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    obj = json.loads(out)
+    assert obj["result"] == "unknown"
+    assert "memory" in obj["reason"]
+    assert obj["stats"].get("memory_limit_reached") is True
+
+
+@needs_search
+@pytest.mark.skipif(not _cli_has_memory_limit(), reason="CLI has no --memory-limit yet")
+def test_cli_memory_limit_hard_instance_ends_within_timeout(tmp_path):
+    """A small budget above the baseline on a hard instance: the run ends by its timeout with
+    unknown (memory) or timeout -- never killed, never an internal error."""
+    onnx_path, spec_path = _hard_instance(tmp_path, hidden=(64, 64, 64))
+    timeout = 20
+    t0 = time.monotonic()
+    p = _cli("verify", onnx_path, spec_path, "--timeout", timeout, "--json", "--workers", "2",
+             "--memory-limit", "400")
+    out, err = p.communicate(timeout=timeout + 30)
+    dt = time.monotonic() - t0
+    assert p.returncode == 0, err
+    obj = json.loads(out)
+    assert obj["result"] in ("unknown", "timeout"), obj
+    if obj["result"] == "unknown":
+        assert "memory" in obj["reason"]
+    assert dt < timeout + 5
+
+
+@needs_search
+def test_timeout_holds_under_load(tmp_path):
+    """Both cores busy with other processes: the verify run still ends near its timeout."""
+    onnx_path, spec_path = _hard_instance(tmp_path)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        timeout = 8
+        t0 = time.monotonic()
+        p = _cli("verify", onnx_path, spec_path, "--timeout", timeout, "--workers", "2")
+        out, err = p.communicate(timeout=timeout + 60)
+        dt = time.monotonic() - t0
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert p.returncode == 0, err
+    assert out.splitlines()[0] in ("timeout", "unknown", "sat", "unsat")
+    assert dt < timeout + 4, f"took {dt:.1f} s for a {timeout} s timeout"
+
+
+def test_internal_error_exits_1_without_verdict(tmp_path, monkeypatch):
+    """An exception inside verify is an internal error: exit 1, one message, no verdict, no
+    results file."""
+    import dpllnn.search.verify as sv
+    from dpllnn.cli import main
+
+    def boom(*a, **k):
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr(sv, "verify", boom)
+    ex = REPO / "dpllnn" / "examples"
+    res = tmp_path / "res.txt"
+    code = main(["verify", str(ex / "digits_mlp.onnx"), str(ex / "digits_robust.vnnlib"),
+                 "--results-file", str(res)])
+    assert code == 1
+    assert not res.exists()
