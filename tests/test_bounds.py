@@ -197,7 +197,10 @@ def _triangle_lp_min(net, lbd, xl, xu, c_row, d_row):
         prev = acts
     h.changeColsCost(len(ys), np.array(ys, dtype=np.int32), np.array([float(v) for v in c_row]))
     h.run()
-    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    status = h.getModelStatus()
+    if status == highspy.HighsModelStatus.kInfeasible:  # the phases are contradictory: empty set
+        return np.inf
+    assert status == highspy.HighsModelStatus.kOptimal
     return h.getInfo().objective_function_value - d_row
 
 
