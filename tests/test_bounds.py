@@ -326,3 +326,49 @@ def test_alpha_improves_on_wide_box():
     cr = compute_bounds(P, -np.ones(4), np.ones(4), None, "crown", C=C, d=d)
     al = alpha_crown(P, -np.ones(4), np.ones(4), None, C, d, iters=30)
     assert np.all(al.obj_lower >= cr.obj_lower) and np.any(al.obj_lower > cr.obj_lower)
+
+
+def _exact_forward(net, x):
+    """Pre-activations and outputs in exact rational arithmetic (fractions)."""
+    from fractions import Fraction
+    a = [Fraction(float(v)) for v in x]
+    zs = []
+    for k, aff in enumerate(net.affines):
+        z = [sum((Fraction(float(w)) * ai for w, ai in zip(aff.W[j], a)), Fraction(float(aff.b[j])))
+             for j in range(aff.n_out)]
+        if k < len(net.affines) - 1:
+            zs.extend(z)
+            a = [max(v, Fraction(0)) for v in z]
+    return zs, z
+
+
+@settings(max_examples=max(N_EX // 5, 10), deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(0, 2 ** 32 - 1), st.sampled_from([1e-8, 1.0, 1e8]))
+def test_margin_covers_rounding_exactly(seed, scale):
+    """Cancellation-heavy weights (large, nearly opposite) and a narrow box: every bound must
+    contain the exact rational value at sampled float points (no tolerance)."""
+    from fractions import Fraction
+    rng = np.random.default_rng(seed)
+    W1 = rng.normal(size=(4, 3)) * scale
+    W1[1] = -W1[0] * (1 + 1e-15)  # near-cancellation downstream
+    W2 = rng.normal(size=(4, 4)) * 1e6
+    W2[:, 1] = W2[:, 0] * (1 - 3e-16)
+    net = Network([Affine(W1, rng.normal(size=4) * scale), Affine(W2, rng.normal(size=4)),
+                   Affine(rng.normal(size=(2, 4)), rng.normal(size=2))])
+    P = pack(net)
+    c = rng.normal(size=3) * 10
+    r = np.abs(rng.normal(size=3)) * 10.0 ** rng.integers(-12, 1)
+    xl, xu = c - r, c + r
+    X = sample_box(rng, xl, xu, 20)
+    C, d = np.array([[1.0, -1.0]]), np.array([0.25])
+    for m in METHODS:
+        res = compute_bounds(P, xl, xu, None, m, C=C, d=d)
+        assert not res.infeasible
+        for x in X:
+            zs, y = _exact_forward(net, x)
+            for i, z in enumerate(zs):
+                assert Fraction(float(res.lb[i])) <= z <= Fraction(float(res.ub[i])), (m, i)
+            for i, v in enumerate(y):
+                assert Fraction(float(res.output_lb[i])) <= v <= Fraction(float(res.output_ub[i]))
+            obj = y[0] - y[1] - Fraction(0.25)
+            assert Fraction(float(res.obj_lower[0])) <= obj <= Fraction(float(res.obj_upper[0])), m
