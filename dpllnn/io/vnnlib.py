@@ -283,6 +283,12 @@ class _Parser:
             return [([(i, c > 0.0, v)], [])]
         return [([], [({j: c for (_, j), c in coefs.items()}, -const)])]
 
+    def finite(self, term, k: int):
+        """``term`` unchanged, or an error when arithmetic overflowed to inf/NaN."""
+        if not math.isfinite(term[1]) or not all(map(math.isfinite, term[0].values())):
+            self.err(k, "arithmetic overflow: a coefficient or constant is not finite")
+        return term
+
     def atom(self, op: str, ls: str, rs: str, k: int) -> list:
         return self.compare(op, self.lin((ls, k)), self.lin((rs, k)), k)
 
@@ -374,7 +380,7 @@ class _Parser:
                 for key, c in cs.items():
                     coefs[key] = coefs.get(key, 0.0) + sign * c
                 const += sign * c0
-            return coefs, const
+            return self.finite((coefs, const), k)
         if op in ("*", "/"):
             terms = [self.lin(a) for a in args]
             if len(terms) < 2:
@@ -391,8 +397,9 @@ class _Parser:
                 self.err(k, "unsupported: nonlinear product of variables")
             f = math.prod(t[1] for t in terms if not t[0])
             if not nonconst:
-                return {}, f
-            return {key: c * f for key, c in nonconst[0][0].items()}, nonconst[0][1] * f
+                return self.finite(({}, f), k)
+            return self.finite(({key: c * f for key, c in nonconst[0][0].items()},
+                                nonconst[0][1] * f), k)
         if op in ("assert", "declare-const") or op in _IGNORED:
             self.err(k, f"'{op}' is only allowed at top level")
         self.err(k, f"unknown operator '{op}'")
