@@ -413,7 +413,10 @@ def network_from_model(model: onnx.ModelProto, path: str) -> Network:
 
     n = int(np.prod(full))
     env: dict[str, object] = dict(consts)
-    env[inp.name] = _Sym(np.eye(n).reshape((n,) + full), np.zeros(full), 0)
+    try:
+        env[inp.name] = _Sym(np.eye(n).reshape((n,) + full), np.zeros(full), 0)
+    except MemoryError:
+        raise OnnxError(path, f"input '{inp.name}' with {n} elements is too large") from None
     seg, affines = 0, []
     for idx, node in _order(g, set(env), out_name, path):
         label = _node_label(node, idx)
@@ -440,7 +443,7 @@ def network_from_model(model: onnx.ModelProto, path: str) -> Network:
             if e.unsupported:
                 raise UnsupportedOperator(path, node.op_type, label, str(e)) from None
             raise OnnxError(path, f"node '{label}' ({node.op_type}): {e}") from None
-        except (ValueError, IndexError, KeyError, TypeError) as e:
+        except (ValueError, IndexError, KeyError, TypeError, MemoryError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise OnnxError(path, f"node '{label}' ({node.op_type}): {msg}") from None
         for name, val in zip(node.output, outs):
@@ -454,6 +457,10 @@ def network_from_model(model: onnx.ModelProto, path: str) -> Network:
         raise UnsupportedOperator(path, "Relu", "(output)",
                                   "a ReLU result does not reach the output (branching)")
     affines.append(Affine(y.W.reshape(y.W.shape[0], -1).T, y.b.reshape(-1)))
+    for k, a in enumerate(affines):
+        if not (np.isfinite(a.W).all() and np.isfinite(a.b).all()):
+            raise OnnxError(path, f"affine layer {k} has a NaN or infinite weight or bias "
+                            "(after folding constants)")
     oshape = tuple(y.shape)
     if batched and oshape and oshape[0] == 1:
         oshape = oshape[1:]
