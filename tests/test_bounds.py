@@ -110,6 +110,9 @@ def test_soundness_all_methods(prob):
     for m in METHODS:
         res = compute_bounds(P, xl, xu, phase, m, C=C, d=d)
         check_sound(res, net, phase, C, d, Z, Y)
+    res = compute_bounds(P, xl, xu, phase, "alpha", C=C, d=d, iters=4, intermediate=True,
+                         intermediate_iters=4)
+    check_sound(res, net, phase, C, d, Z, Y)
 
 
 @HSET
@@ -128,6 +131,11 @@ def test_ordering_crown_ibp_alpha(prob):
     assert np.all(crown.z_lb >= ibp.z_lb) and np.all(crown.z_ub <= ibp.z_ub)
     assert np.all(crown.obj_lower >= ibp.obj_lower) and np.all(crown.obj_upper <= ibp.obj_upper)
     assert np.all(alpha.obj_lower >= crown.obj_lower)
+    alpha_i = compute_bounds(P, xl, xu, phase, "alpha", C=C, d=d, iters=3, intermediate=True,
+                             intermediate_iters=3)
+    if not alpha_i.infeasible:
+        assert np.all(alpha_i.obj_lower >= crown.obj_lower)
+        assert np.all(alpha_i.z_lb >= crown.z_lb) and np.all(alpha_i.z_ub <= crown.z_ub)
     lo, _ = objective_bounds(P, xl, xu, crown, C, d, alpha=alpha.alpha)
     assert np.all(lo <= alpha.obj_lower)
 

@@ -1,9 +1,11 @@
 """alpha-CROWN: lower ReLU slopes optimised by projected gradient ascent (Xu et al. 2021).
 
-Each objective row ``r`` has its own slopes ``alpha[r]`` (n_relus,) in [0, 1]; any such slopes give a
-sound bound, so the optimisation is a heuristic and soundness rests on the backward kernel.  The
-slopes start from CROWN's adaptive choice and the best bound seen per row is kept, so the result is
-never looser than CROWN.  Intermediate-layer bounds are CROWN's (not re-optimised).
+Each optimised row (an objective row, or one side of an intermediate neuron) has its own slopes
+``alpha[r]`` (n_relus,) in [0, 1].  Any slopes give a sound bound, so the optimisation is only a
+heuristic and soundness rests on the backward kernel.  Slopes start from CROWN's adaptive choice
+(or a warm start) and the best bound seen per row is kept, so the result is never looser than
+CROWN.  With ``intermediate=True`` the unstable neurons of every hidden layer are optimised too
+(layer by layer, each followed by a CROWN pass of the layers above it on the tightened bounds).
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import numpy as np
 
 from . import kernels as K
 from .pack import PackedNet
-from .propagate import LayerBounds, _EMPTY2, _box, _objective, compute_bounds, objective_bounds
+from .propagate import LayerBounds, _box, _infeasible, _objective, compute_bounds, objective_bounds
+
+_EMPTY2 = np.zeros((0, 0))
 
 
 def default_alpha(layer_bounds: LayerBounds, m: int) -> np.ndarray:
@@ -21,32 +25,32 @@ def default_alpha(layer_bounds: LayerBounds, m: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(a, (m, a.shape[0])), dtype=np.float64)
 
 
-def optimise_alpha(packed: PackedNet, xl, xu, base: LayerBounds, C, d, iters: int = 20, lr: float = 0.1,
-                   alpha0=None):
-    """Optimise per-row lower slopes for ``C @ y - d`` on top of ``base``'s intermediate bounds.
+def optimise_rows(packed: PackedNet, xl, xu, base: LayerBounds, A0, c0, mag0, jtop: int, iters: int = 20,
+                  lr: float = 0.1, alpha0=None):
+    """Maximise the backward lower bound of ``A0 @ a_jtop + c0`` over per-row lower slopes.
 
     Parameters
     ----------
     packed : PackedNet
     xl, xu : ndarray, float64, shape (n_inputs,)
     base : LayerBounds
-        Feasible intermediate bounds (CROWN's).
-    C : ndarray (m, n_outputs);  d : ndarray (m,)
-    iters : int
-        Gradient steps (Adam, step ``lr``, projected to [0, 1]).
+        Feasible intermediate bounds (layers ``<= jtop`` are used).
+    A0 : ndarray (m, sizes[jtop+1]);  c0, mag0 : ndarray (m,)
+        Coefficient on ``a_jtop``, constant, and magnitude bound of the constant (kernel contract
+        of :func:`kernels.backward_lower`).
+    jtop : int
+    iters, lr : int, float
+        Adam steps, step size; slopes projected to [0, 1].
     alpha0 : ndarray (m, n_relus), optional
-        Warm start (e.g. the parent node's slopes); default CROWN's adaptive slopes.
 
     Returns
     -------
-    lower : ndarray (m,)
-        Best sound lower bound seen per row.
-    alpha : ndarray (m, n_relus)
-        The slopes that achieved it.
+    lower : ndarray (m,)   best sound lower bound seen per row
+    alpha : ndarray (m, n_relus)   slopes that achieved it
     """
-    m = C.shape[0]
+    m = A0.shape[0]
     alpha = default_alpha(base, m) if alpha0 is None else np.array(alpha0, dtype=np.float64, order="C")
-    Astore = np.empty((m, packed.n_z))
+    Astore = np.zeros((m, packed.n_z))
     Ain = np.empty((m, packed.n_inputs))
     out = np.empty(m)
     grad = np.empty((m, packed.n_z))
@@ -55,17 +59,18 @@ def optimise_alpha(packed: PackedNet, xl, xu, base: LayerBounds, C, d, iters: in
     mom = np.zeros_like(alpha)
     vel = np.zeros_like(alpha)
     b1, b2, eps = 0.9, 0.999, 1e-8
-    args = (packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, base.z_lb, base.z_ub,
-            base.z_phase)
-    negd = -d
+    xmax = np.maximum(np.abs(xl), np.abs(xu))
     for it in range(iters + 1):
-        K.objective_lower(*args, base.wa, C, negd, alpha, Astore, packed.margin_factor, out, Ain)
+        K.backward_lower(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, xmax,
+                         base.z_lb, base.z_ub, base.z_phase, base.wa, A0.copy(), c0.copy(), mag0.copy(),
+                         jtop, alpha, Astore, packed.margin_factor, False, out, Ain)
         better = out > best
         best[better] = out[better]
         best_alpha[better] = alpha[better]
         if it == iters:
             break
-        K.relaxed_forward_grad(*args, alpha, Astore, Ain, grad)
+        K.relaxed_forward_grad(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu,
+                               base.z_lb, base.z_ub, base.z_phase, alpha, Astore, Ain, jtop + 1, grad)
         g = grad[:, : packed.n_relus]
         mom = b1 * mom + (1 - b1) * g
         vel = b2 * vel + (1 - b2) * g * g
@@ -74,9 +79,60 @@ def optimise_alpha(packed: PackedNet, xl, xu, base: LayerBounds, C, d, iters: in
     return best, best_alpha
 
 
+def optimise_alpha(packed: PackedNet, xl, xu, base: LayerBounds, C, d, iters: int = 20, lr: float = 0.1,
+                   alpha0=None):
+    """Optimise per-row slopes for ``C @ y - d`` on ``base``'s intermediate bounds.
+
+    Returns ``(lower (m,), alpha (m, n_relus))`` as :func:`optimise_rows`.
+    """
+    L = packed.n_layers
+    zL = packed.zoff[L]
+    wa_L = base.wa[zL:]
+    A0 = np.ascontiguousarray(C @ packed.weight(L))
+    c0 = C @ packed.bias(L) - d
+    mag0 = np.abs(C) @ wa_L + np.abs(d)
+    return optimise_rows(packed, xl, xu, base, A0, c0, mag0, L - 1, iters, lr, alpha0)
+
+
+def _tighten_intermediate(packed: PackedNet, xl, xu, lbd: LayerBounds, iters, lr) -> LayerBounds:
+    """Optimise the unstable neurons of hidden layers 1..L-1 in turn; returns new bounds."""
+    L = packed.n_layers
+    gam = packed.margin_factor
+    for k in range(1, L):
+        z0, z1 = packed.zoff[k], packed.zoff[k + 1]
+        lo, hi = lbd.z_lb[z0:z1], lbd.z_ub[z0:z1]
+        ph = lbd.z_phase[z0:z1]
+        sel = np.flatnonzero((lo < 0) & (hi > 0) & (ph == 0))
+        if sel.size == 0:
+            continue
+        Wk, bk = packed.weight(k), packed.bias(k)
+        A0 = np.ascontiguousarray(np.vstack([Wk[sel], -Wk[sel]]))
+        c0 = np.concatenate([bk[sel], -bk[sel]])
+        mag0 = np.abs(c0)
+        low, _ = optimise_rows(packed, xl, xu, lbd, A0, c0, mag0, k - 1, iters, lr)
+        n = sel.size
+        z_lb, z_ub = lbd.z_lb.copy(), lbd.z_ub.copy()
+        z_lb[z0 + sel] = np.maximum(lo[sel], low[:n])
+        z_ub[z0 + sel] = np.minimum(hi[sel], -low[n:])
+        if np.any(z_lb[z0:z1] > z_ub[z0:z1]):
+            bad = z0 + int(np.flatnonzero(z_lb[z0:z1] > z_ub[z0:z1])[0])
+            return _infeasible(packed, xl, xu, lbd.z_phase, "alpha", bad, None, z_lb, z_ub)
+        # CROWN of the layers above on the tightened bounds, intersected with the old ones
+        wa = lbd.wa.copy()
+        new_lb, new_ub = z_lb.copy(), z_ub.copy()
+        bad = K.propagate_layers(packed.W, packed.W_pos, packed.W_neg, packed.W_abs, packed.b, packed.w_off,
+                                 packed.sizes, packed.zoff, xl, xu, lbd.z_phase, new_lb, new_ub, wa, k + 1,
+                                 True, z_lb, z_ub, gam, False)
+        if bad >= 0:
+            return _infeasible(packed, xl, xu, lbd.z_phase, "alpha", int(bad), None, new_lb, new_ub)
+        lbd = LayerBounds(packed, new_lb, new_ub, wa, lbd.z_phase, xl, xu, False, -1, "alpha")
+    return lbd
+
+
 def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr: float = 0.1,
                 start_layer: int = 0, prev: LayerBounds | None = None, alpha0=None,
-                base: LayerBounds | None = None, early_stop: bool = False) -> LayerBounds:
+                base: LayerBounds | None = None, early_stop: bool = False,
+                intermediate: bool = False, intermediate_iters: int = 10) -> LayerBounds:
     """alpha-CROWN bounds on ``C @ y - d`` (Xu et al. 2021, *Fast and complete*).
 
     Parameters
@@ -86,34 +142,49 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
     phase : array_like int8 (n_relus,) or None
     C : array_like (m, n_outputs);  d : array_like (m,)
     iters, lr : int, float
-        Adam steps and step size on the slopes.
-    start_layer, prev :
-        Incremental recomputation of the CROWN intermediate bounds (see ``compute_bounds``).
+        Adam steps and step size on the objective's slopes.
+    start_layer, prev, early_stop :
+        For the CROWN intermediate bounds (see ``compute_bounds``).
     alpha0 : ndarray (m, n_relus), optional
-        Warm-start slopes.
+        Warm-start slopes for the objective rows (e.g. the parent node's ``alpha``).
     base : LayerBounds, optional
         Precomputed CROWN bounds for this box and phase (skips recomputing them).
+    intermediate : bool
+        Also optimise the unstable neurons of the hidden layers (``intermediate_iters`` steps
+        each); costs about ``L * intermediate_iters`` CROWN passes: for the root / periodic use.
 
     Returns
     -------
     LayerBounds
-        CROWN's intermediate bounds, ``obj_lower`` = max(CROWN, best alpha bound) per row,
-        ``obj_upper`` from CROWN, ``alpha`` the best slopes, ``method = "alpha"``.
+        Intermediate bounds (CROWN's, or tighter with ``intermediate``), ``obj_lower`` = max of
+        the interval/CROWN bound and the best alpha bound per row, ``obj_upper`` from CROWN on the
+        same intermediate bounds, ``alpha`` the best slopes, ``method = "alpha"``.
     """
     xl, xu = _box(packed, lb, ub)
     C, d = _objective(C, d, packed.n_outputs)
+    m = C.shape[0]
     if base is None:
-        base = compute_bounds(packed, xl, xu, phase, "crown", start_layer, prev, C=C, d=d,
-                              early_stop=early_stop)
-    elif base.obj_lower is None:
-        base.obj_lower, base.obj_upper = objective_bounds(packed, xl, xu, base, C, d)
-    base.method = "alpha"
+        base = compute_bounds(packed, xl, xu, phase, "crown", start_layer, prev, early_stop=early_stop)
     if base.infeasible:
+        base.obj_lower, base.obj_upper = np.full(m, np.inf), np.full(m, -np.inf)
+        base.method = "alpha"
         return base
+    if base.obj_lower is None or base.obj_lower.shape != (m,):
+        base.obj_lower, base.obj_upper = objective_bounds(packed, xl, xu, base, C, d)
+    if intermediate:
+        # CROWN's objective is not monotone in the intermediate bounds: keep the better of both
+        crown_lo, crown_hi = base.obj_lower, base.obj_upper
+        base = _tighten_intermediate(packed, xl, xu, base, intermediate_iters, lr)
+        if base.infeasible:
+            base.obj_lower, base.obj_upper = np.full(m, np.inf), np.full(m, -np.inf)
+            return base
+        lo, hi = objective_bounds(packed, xl, xu, base, C, d)
+        base.obj_lower, base.obj_upper = np.maximum(lo, crown_lo), np.minimum(hi, crown_hi)
+    base.method = "alpha"
     lower, alpha = optimise_alpha(packed, xl, xu, base, C, d, iters, lr, alpha0)
     base.obj_lower = np.maximum(base.obj_lower, lower)
     base.alpha = alpha
     return base
 
 
-__all__ = ["alpha_crown", "optimise_alpha", "default_alpha", "_EMPTY2"]
+__all__ = ["alpha_crown", "optimise_alpha", "optimise_rows", "default_alpha"]

@@ -315,43 +315,50 @@ def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c,
 
 @njit(cache=True)
 def relaxed_forward_grad(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, alpha, Astore, Ain,
-                         grad):
+                         n_fwd, grad):
     """Gradient of each row's backward lower bound w.r.t. its lower slopes ``alpha`` (m, n_relus).
 
     The bound equals the relaxed network evaluated at the minimising box vertex ``x*`` (chosen by
     the sign of ``Ain``), each unstable neuron replaced by the relaxation the backward pass chose
     (by the sign of ``Astore``); so ``d bound / d alpha_i = Astore_i * z_i`` where the lower slope
-    was used.  Writes ``grad`` (m, n_relus); no margin needed (heuristic only).
+    was used.  ``n_fwd`` ReLU layers are traversed (``L`` for the objective, ``k`` for rows on
+    ``z_k``).  Writes ``grad`` (m, n_relus); no margin needed (heuristic only).
     """
     m = Ain.shape[0]
-    L = sizes.shape[0] - 2
+    L = n_fwd
     n_in = sizes[0]
     grad[:, :] = 0.0
+    a = np.empty((m, n_in))
     for r in range(m):
-        a = np.empty(n_in)
         for i in range(n_in):
-            a[i] = xl[i] if Ain[r, i] >= 0.0 else xu[i]
-        for j in range(L):
-            z0 = zoff[j]
-            n = sizes[j + 1]
-            Wj = Wf[w_off[j]:w_off[j + 1]].reshape((n, sizes[j]))
-            z = np.dot(Wj, a) + bf[z0:z0 + n]
-            for i in range(n):
-                l = lb[z0 + i]
-                u = ub[z0 + i]
-                ph = phase[z0 + i]
-                if ph == 1 or l >= 0.0:
-                    continue
-                if ph == -1 or u <= 0.0:
-                    z[i] = 0.0
-                    continue
+            a[r, i] = xl[i] if Ain[r, i] >= 0.0 else xu[i]
+    for j in range(L):
+        z0 = zoff[j]
+        n = sizes[j + 1]
+        Wj = Wf[w_off[j]:w_off[j + 1]].reshape((n, sizes[j]))
+        z = np.dot(a, Wj.T)
+        for i in range(n):
+            l = lb[z0 + i]
+            u = ub[z0 + i]
+            ph = phase[z0 + i]
+            bi = bf[z0 + i]
+            if ph == 1 or l >= 0.0:
+                for r in range(m):
+                    z[r, i] += bi
+                continue
+            if ph == -1 or u <= 0.0:
+                for r in range(m):
+                    z[r, i] = 0.0
+                continue
+            s, t = chord(l, u)
+            for r in range(m):
+                v = z[r, i] + bi
                 if Astore[r, z0 + i] >= 0.0:
-                    grad[r, z0 + i] = Astore[r, z0 + i] * z[i]
-                    z[i] = alpha[r, z0 + i] * z[i]
+                    grad[r, z0 + i] = Astore[r, z0 + i] * v
+                    z[r, i] = alpha[r, z0 + i] * v
                 else:
-                    s, t = chord(l, u)
-                    z[i] = s * z[i] + t
-            a = z
+                    z[r, i] = s * v + t
+        a = z
 
 
 @njit(cache=True)
