@@ -380,3 +380,8 @@ def test_margin_covers_rounding_exactly(seed, scale):
                 assert Fraction(float(res.output_lb[i])) <= v <= Fraction(float(res.output_ub[i]))
             obj = y[0] - y[1] - Fraction(0.25)
             assert Fraction(float(res.obj_lower[0])) <= obj <= Fraction(float(res.obj_upper[0])), m
+
+
+def test_warmup_runs():
+    from dpllnn.bounds import warmup
+    assert warmup() >= 0.0

@@ -17,6 +17,7 @@ def bounds_report(network, spec, method: str = "crown") -> dict:
     network : dpllnn.network.Network
     spec : dpllnn.spec.Spec
     method : {"ibp", "symbolic", "crown", "alpha"}
+        ``"alpha"`` also optimises the intermediate layers (a one-shot report can afford it).
 
     Returns
     -------
@@ -35,8 +36,9 @@ def bounds_report(network, spec, method: str = "crown") -> dict:
         ds = [dj.d for dj in case.disjuncts]
         C = np.vstack(Cs) if Cs else np.zeros((0, packed.n_outputs))
         d = np.concatenate(ds) if ds else np.zeros(0)
+        kw = {"intermediate": True} if method == "alpha" and C.shape[0] else {}
         lbd = compute_bounds(packed, case.lb, case.ub, None, method, C=C if C.shape[0] else None,
-                             d=d if C.shape[0] else None)
+                             d=d if C.shape[0] else None, **kw)
         disj = []
         r = 0
         for dj in case.disjuncts:
