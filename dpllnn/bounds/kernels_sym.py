@@ -9,6 +9,10 @@ ReLU keeps ``U`` when ``U >= 0`` on the box, else replaces it by the chord
 ``U_hi/(U_hi-U_lo)`` slope of ``L``'s own range).  Equations are stored as (n, B, n_in + 1)
 arrays, the last column being the constant.
 
+Equations are concretised with the float midpoint and radius of each box (their rounding, at
+most ``2 u max|x|`` per coordinate, lies inside the margin).  Boxes are processed in blocks of a
+few dozen so that the (n, block, n_in + 1) arrays stay in cache.
+
 Floating point: every step widens the constant columns by ``gam * mag`` where ``mag`` bounds the
 magnitude of every term involved (see ``pack.py``); the chord uses the same slack as
 ``kernels.chord``.
