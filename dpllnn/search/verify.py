@@ -1,7 +1,25 @@
-"""Top-level strategy: combine falsification and search into a :class:`Result`.
+"""Top-level strategy: falsify, bound at the root, choose a search mode, combine into a Result.
 
-Current state: falsification by random sampling only (answers ``sat`` or ``unknown``); the
-complete search plugs in here.
+Pipeline per property (DESIGN.md §2):
+
+1. empty input boxes are ``unsat`` by definition (no input exists);
+2. falsification (random sampling + PGD, :mod:`dpllnn.attack`) for a short budget; every hit is
+   replayed in float64 and onnxruntime before ``sat`` is answered;
+3. root bounds per case (CROWN; alpha-CROWN for the disjuncts CROWN leaves open): a disjunct is
+   refuted when some row of ``C @ y - d`` has a strictly positive sound lower bound;
+4. the remaining disjuncts of each case go to the search: best-first input splitting
+   (:mod:`dpllnn.search.inputsplit`) for low-dimensional inputs, hidden-phase CDCL
+   (:mod:`dpllnn.search.cdcl`) otherwise;
+5. the verdicts of the cases are joined in the lattice of :class:`dpllnn.result.Verdict`.
+
+Both search modules offer the same entry point::
+
+    search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats,
+                root) -> (Verdict, Counterexample | None)
+
+returning ``SAT`` only with a validated counterexample, ``UNSAT`` only when every open disjunct of
+the case is refuted by sound reasoning, ``TIMEOUT`` when ``deadline`` (a ``time.monotonic()``
+value) passed, ``UNKNOWN`` otherwise.  ``stats`` is a dict the search adds its counters to.
 """
 from __future__ import annotations
 
@@ -9,49 +27,149 @@ import time
 
 import numpy as np
 
+from ..attack import falsify
+from ..bounds import alpha_crown, compute_bounds, pack
 from ..network import Network
 from ..result import Result, Verdict
 from ..spec import Spec
-from ..validate import check_counterexample
+
+#: inputs at or below this count use input splitting in ``mode="auto"``
+INPUTSPLIT_MAX_INPUTS = 20
+
+
+def _stack(case, idx):
+    Cs = [case.disjuncts[i].C for i in idx]
+    ds = [case.disjuncts[i].d for i in idx]
+    rows = np.cumsum([0] + [c.shape[0] for c in Cs])
+    return np.vstack(Cs), np.concatenate(ds), rows
+
+
+def root_refute(packed, case, open_idx, method="crown", stats=None):
+    """Refute disjuncts of ``case`` with root bounds.
+
+    Returns
+    -------
+    (still_open, layer_bounds) -- indices of disjuncts not refuted; the root LayerBounds
+    (None when there is nothing to bound).
+    """
+    nonempty = [i for i in open_idx if case.disjuncts[i].C.shape[0] > 0]
+    if not nonempty:
+        return list(open_idx), None
+    C, d, rows = _stack(case, nonempty)
+    if method == "alpha":
+        lbd = alpha_crown(packed, case.lb, case.ub, None, C, d)
+    else:
+        lbd = compute_bounds(packed, case.lb, case.ub, None, method, C=C, d=d)
+    if stats is not None:
+        stats["root_unstable"] = int(lbd.n_unstable)
+    if lbd.infeasible:  # cannot happen without phases, but never refute on it silently
+        return list(open_idx), lbd
+    still = [i for i in open_idx if i not in nonempty]
+    for k, i in enumerate(nonempty):
+        if not np.any(lbd.obj_lower[rows[k]:rows[k + 1]] > 0.0):
+            still.append(i)
+    return sorted(still), lbd
+
+
+def choose_mode(network: Network, mode: str) -> str:
+    if mode == "auto":
+        return "inputsplit" if network.n_inputs <= INPUTSPLIT_MAX_INPUTS else "cdcl"
+    if mode not in ("inputsplit", "cdcl"):
+        raise ValueError(f"unknown mode {mode!r}")
+    return mode
 
 
 def verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int = 0,
-           workers: int | None = None, mode: str = "auto") -> Result:
+           workers: int | None = None, mode: str = "auto", falsify_s: float | None = None) -> Result:
     """Decide ``spec`` on ``network``.
 
     Parameters
     ----------
     network : Network
     spec : Spec -- the unsafe set (VNN-LIB semantics)
-    timeout_s : float -- wall-clock limit, seconds
+    timeout_s : float -- wall-clock limit, seconds (honoured within about 1 s)
     seed : int -- makes runs reproducible
-    workers : int or None -- parallel workers (None: all cores)
-    mode : {"auto", "inputsplit", "cdcl"}
+    workers : int or None -- parallel worker processes (None: all cores); see
+        :mod:`dpllnn.search.portfolio`
+    mode : {"auto", "inputsplit", "cdcl"} -- search strategy (auto: input splitting for
+        at most ``INPUTSPLIT_MAX_INPUTS`` inputs, CDCL otherwise)
+    falsify_s : float or None -- falsification budget before the search (default: a few
+        percent of the timeout, 0.3 to 3 s)
 
     Returns
     -------
-    Result -- ``sat`` only with a counterexample validated by float64 and onnxruntime.
+    Result -- ``sat`` only with a counterexample validated by float64 and onnxruntime;
+    ``unsat`` only when every case and disjunct is refuted by sound bounds or search.
     """
     t0 = time.monotonic()
-    deadline = t0 + timeout_s
-    rng = np.random.default_rng(seed)
-    stats = {"mode": "sampling", "samples": 0}
-    if all(c.is_empty for c in spec.cases):
-        return Result(Verdict.UNSAT, time.monotonic() - t0, stats=stats,
-                      reason="every input box is empty")
-    while time.monotonic() < deadline - 0.05 and stats["samples"] < 20000:
-        for case in spec.cases:
-            if case.is_empty:
-                continue
-            xs = rng.uniform(case.lb, case.ub, size=(256, case.lb.size))
-            ys = network.forward(xs)
-            stats["samples"] += len(xs)
-            for disj in case.disjuncts:
-                hit = np.nonzero(disj.margin(ys) <= 0)[0]
-                for i in hit[:4]:
-                    cex = check_counterexample(network, spec, xs[i])
-                    if cex is not None:
-                        return Result(Verdict.SAT, time.monotonic() - t0, cex, stats,
-                                      reason="random sampling")
-    return Result(Verdict.UNKNOWN, time.monotonic() - t0, stats=stats,
-                  reason="no counterexample by sampling; complete search not available")
+    deadline = t0 + float(timeout_s)
+    chosen = choose_mode(network, mode)
+    stats: dict = {"mode": chosen, "cases": len(spec.cases), "disjuncts": spec.n_disjuncts}
+
+    def done(verdict, cex=None, reason=""):
+        stats["time_total_s"] = time.monotonic() - t0
+        return Result(verdict, time.monotonic() - t0, cex, stats, reason)
+
+    live = [i for i, c in enumerate(spec.cases) if not c.is_empty]
+    if not live:
+        return done(Verdict.UNSAT, reason="every input box is empty")
+
+    # 2. falsification
+    if falsify_s is None:
+        falsify_s = min(3.0, max(0.3, 0.03 * timeout_s))
+    t = time.monotonic()
+    cex = falsify(network, spec, time_limit_s=falsify_s, seed=seed, deadline=deadline)
+    stats["falsify_s"] = time.monotonic() - t
+    if cex is not None:
+        return done(Verdict.SAT, cex, "falsification (sampling/PGD)")
+
+    # 3. root bounds
+    t = time.monotonic()
+    packed = pack(network)
+    open_per_case, roots = {}, {}
+    for ci in live:
+        case = spec.cases[ci]
+        still, lbd = root_refute(packed, case, range(len(case.disjuncts)), "crown", stats)
+        if still and chosen == "cdcl" and time.monotonic() < deadline:
+            still2, lbd2 = root_refute(packed, case, still, "alpha")
+            if len(still2) < len(still):
+                stats["alpha_refuted"] = stats.get("alpha_refuted", 0) + len(still) - len(still2)
+            still = still2
+        open_per_case[ci], roots[ci] = still, lbd
+    stats["root_bounds_s"] = time.monotonic() - t
+    stats["root_refuted"] = sum(len(spec.cases[ci].disjuncts) - len(v)
+                                for ci, v in open_per_case.items())
+    todo = [ci for ci in live if open_per_case[ci]]
+    if not todo:
+        return done(Verdict.UNSAT, reason="root bounds")
+
+    # 4. search
+    if workers is not None and workers > 1:
+        from .portfolio import search_parallel
+        return search_parallel(network, spec, todo, open_per_case, chosen=chosen,
+                               deadline=deadline, seed=seed, workers=workers, stats=stats,
+                               done=done)
+    verdicts = []
+    for ci in todo:
+        if time.monotonic() >= deadline:
+            verdicts.append(Verdict.TIMEOUT)
+            break
+        v, cex = search_case_dispatch(chosen, network, spec, ci, open_per_case[ci], packed=packed,
+                                      deadline=deadline, seed=seed, stats=stats, root=roots[ci])
+        if v is Verdict.SAT:
+            return done(Verdict.SAT, cex, f"{chosen} search")
+        verdicts.append(v)
+    verdicts += [Verdict.TIMEOUT] * (len(todo) - len(verdicts))
+    v = Verdict.combine(verdicts)
+    reason = {Verdict.UNSAT: f"{chosen} search", Verdict.TIMEOUT: "time limit reached",
+              Verdict.UNKNOWN: "search gave up without a proof or counterexample"}[v]
+    return done(v, reason=reason)
+
+
+def search_case_dispatch(chosen, network, spec, ci, open_idx, **kw):
+    """Run the chosen search module's ``search_case`` on one case."""
+    if chosen == "inputsplit":
+        from .inputsplit import search_case
+    else:
+        from .cdcl import search_case
+    return search_case(network, spec, ci, open_idx, **kw)
