@@ -186,12 +186,14 @@ def main():
         ok = "ok" if a <= tgt else "MISS"
         print(f"{name:55s} {fmt(a)} {fmt(b)} {b / a:6.1f}x {fmt(tgt)} {ok}")
     print()
-    print(f"{'root box':40s} " + " ".join(f"{m:>9s}" for m in ("ibp", "symbolic", "crown", "alpha")))
+    methods = (("ibp", {}), ("symbolic", {}), ("crown", {}), ("alpha", {}),
+               ("alpha", {"intermediate": True}))
+    print(f"{'root box':40s} " + " ".join(f"{m:>9s}" for m in ("ibp", "symbolic", "crown", "alpha", "alpha+int")))
     for name, P, c, C, d in (("ACAS Xu 1_1 prop_1 (300 ReLUs)", Pa, ca, Ca, da),
                              ("mnist_fc 256x6 prop_0_0.03 (1536 ReLUs)", Pm, cm, Cm, dm)):
         counts, lows = [], []
-        for m in ("ibp", "symbolic", "crown", "alpha"):
-            r = compute_bounds(P, c.lb, c.ub, None, m, C=C, d=d)
+        for m, kw in methods:
+            r = compute_bounds(P, c.lb, c.ub, None, m, C=C, d=d, **kw)
             counts.append(r.n_unstable)
             lows.append(float(np.min(r.obj_lower)))
         print(f"{name:40s} " + " ".join(f"{n:9d}" for n in counts))
