@@ -67,6 +67,7 @@ from CROWN's slopes and keeps the best per row, so it is never looser than CROWN
 """
 from .alpha import alpha_crown
 from .pack import PackedNet, pack
+from .warm import warmup
 from .propagate import (METHODS, LayerBounds, batch_objective_bounds, compute_bounds,
                         interval_objective_bounds, objective_bounds)
 
@@ -79,9 +80,6 @@ def __getattr__(name):
     if name == "babsr_scores":
         from .scores import babsr_scores
         return babsr_scores
-    if name == "warmup":
-        from .warmup import warmup
-        return warmup
     if name == "bounds_report":
         from .report import bounds_report
         return bounds_report
