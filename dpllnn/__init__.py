@@ -9,6 +9,14 @@ counterexample exists, ``unsat`` means the property is proved.
 """
 from __future__ import annotations
 
+import os as _os
+
+# One BLAS thread per process: the matrices are small, and multi-threaded OpenBLAS measured 2-8x
+# slower under contention (benchmarks/bench_bounds.py); parallelism comes from worker processes.
+# Set before numpy is first imported; an explicit user setting wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_var, "1")
+
 __version__ = "0.1.0"
 
 from .errors import DpllnnError, SpecError, UnsupportedOperator  # noqa: E402
