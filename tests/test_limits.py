@@ -274,7 +274,9 @@ def _hard_instance(folder: Path, n_in=6, hidden=(48, 48, 48), seed=3):
     sizes = [n_in, *hidden, 2]
     net = Network([Affine(rng.normal(size=(sizes[k + 1], sizes[k])) / np.sqrt(sizes[k]),
                           rng.normal(size=sizes[k + 1]) * 0.1) for k in range(len(sizes) - 1)])
-    X = rng.uniform(-1, 1, (20000, n_in))
+    corners = np.where((np.arange(2 ** n_in)[:, None] >> np.arange(n_in)) & 1, 1.0, -1.0)
+    X = np.vstack([rng.uniform(-1, 1, (20000, n_in)), corners,
+                   np.clip(rng.normal(size=(20000, n_in)) * 2, -1, 1)])
     y = net.forward(X)[:, 0]
     thr = float(y.min() - 0.02 * (y.max() - y.min()))
     onnx_path, spec_path = folder / "hard.onnx", folder / "hard.vnnlib"
