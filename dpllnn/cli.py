@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel worker processes (default: all cores)")
     v.add_argument("--mode", choices=["auto", "inputsplit", "cdcl"], default="auto",
                    help="search strategy (auto: input splitting for <= 20 inputs, else CDCL)")
+    v.add_argument("--memory-limit", type=_positive_float, default=None, metavar="MB",
+                   help="resident memory of the run, all workers included; above it the "
+                        "answer is unknown (default: 75%% of physical memory)")
 
     i = sub.add_parser("info", help="print shapes, layers, ReLUs (and the property's cases)")
     i.add_argument("network")
@@ -76,14 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: usage errors exit 2, --help/--version exit 0
         return int(e.code or 0)
+    from . import limits
+    limits.install_signal_handlers()   # SIGTERM/SIGINT -> limits.Interrupted in this thread
     try:
         return _COMMANDS[args.command](args)
     except DpllnnError as e:
         print(f"dpllnn: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dpllnn: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:   # limits.Interrupted (SIGTERM/SIGINT) or a plain Ctrl-C
+        limits.kill_descendants(wait_s=0.2)
+        print(f"dpllnn: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except Exception as e:  # internal error: report, never a verdict
         if os.environ.get("DPLLNN_DEBUG"):
             traceback.print_exc()
@@ -112,7 +118,7 @@ def cmd_verify(args) -> int:
     net, spec = _load(args)
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
     result = verify(net, spec, timeout_s=remaining, seed=args.seed, workers=args.workers,
-                    mode=args.mode)
+                    mode=args.mode, memory_limit_mb=args.memory_limit)
     result.time_s = time.monotonic() - t0
     if args.results_file:
         write_results_file(args.results_file, result)

@@ -30,6 +30,7 @@ import numpy as np
 from ..attack import falsify
 from ..bounds import alpha_crown, compute_bounds, pack
 from ..network import Network
+from .. import limits
 from ..result import Result, Verdict
 from ..spec import Spec
 
@@ -79,7 +80,31 @@ def choose_mode(network: Network, mode: str) -> str:
     return mode
 
 
-def verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int = 0,
+def verify(network: Network, spec: Spec, *, memory_limit_mb: float | None = None,
+           **kwargs) -> Result:
+    """Decide ``spec`` on ``network`` within a memory budget (see :func:`_verify` for the other
+    parameters).
+
+    memory_limit_mb : float or None -- resident memory of this process and its workers, MB
+        (None: :func:`dpllnn.limits.default_memory_limit_mb`; <= 0: no limit).  When it is
+        exceeded the run ends with ``unknown``, reason "memory limit ...", and
+        ``stats["memory_limit_reached"] = True``.
+    """
+    t0 = time.monotonic()
+    budget = None
+    try:
+        with limits.memory_limit(memory_limit_mb) as budget:
+            result = _verify(network, spec, **kwargs)
+    except MemoryError as e:        # MemoryLimitReached, or a real allocation failure
+        result = Result(Verdict.UNKNOWN, time.monotonic() - t0, None,
+                        {"mode": kwargs.get("mode", "auto")}, f"memory limit: {e}")
+        result.stats["memory_limit_reached"] = True
+    if budget is not None:
+        result.stats.update(budget.stats())
+    return result
+
+
+def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int = 0,
            workers: int | None = None, mode: str = "auto", falsify_s: float | None = None) -> Result:
     """Decide ``spec`` on ``network``.
 
