@@ -7,7 +7,8 @@ affine subtracts.  ``N_A`` and ``N_B`` are ``eps``-equivalent on the boxes iff t
 "some ``P_i(x) >= eps`` or ``P_i(x) <= -eps``" (``2 n_out`` disjuncts) is unsat.
 
 Order: sampled points and box corners, then PGD on each ``+-P_i``, then sound bounds on ``P``
-(CROWN), then a HiGHS MILP per disjunct (:mod:`dpllnn.reduce.milp`; measured faster than the
+(CROWN), then neuron-function matching (:mod:`dpllnn.reduce.forms`: sound, and the check that
+succeeds on pruned networks), then a HiGHS MILP per disjunct (:mod:`dpllnn.reduce.milp`; measured faster than the
 search on product networks, whose LP relaxation of ``N - N`` is loose), then, if still open,
 :func:`dpllnn.search.verify.verify` on the property with the remaining time.  A counterexample is reported only after a
 float64 replay shows ``|N_A(x) - N_B(x)| > eps``.
@@ -27,6 +28,7 @@ import numpy as np
 from ..bounds import compute_bounds, pack
 from ..network import Affine, Network
 from ..spec import Case, Disjunct, Spec
+from .forms import form_difference_bound
 from .milp import ReluMILP
 from .stable import sample_box
 
@@ -133,7 +135,7 @@ def _pgd_extremes(P: Network, lb, ub, rng, restarts=4, steps=30):
 def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *,
                       timeout_s: float = 60.0, seed: int = 0, use_verify: bool = True,
                       use_milp: bool = True, n_samples: int = 1024, pgd: bool = True,
-                      verify_share: float = 0.5) -> EquivResult:
+                      verify_share: float = 0.5, phases=None) -> EquivResult:
     """Is ``max |N_A(x) - N_B(x)| < eps`` for every ``x`` in the boxes?
 
     Parameters
@@ -145,6 +147,8 @@ def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *
     use_milp, use_verify : bool -- formal back-ends tried in this order after bounds (the MILP
         gets ``1 - verify_share`` of the remaining time when verify is enabled, then verify the rest)
     n_samples, pgd : random samples per box (0: no sampling at all) and whether to run PGD
+    phases : list of ndarray int8 (A.n_relus,) per box, optional -- certified phases of ``A``
+        (e.g. from :func:`dpllnn.reduce.stable.certify_stable`) for the form-matching proof
 
     Returns
     -------
@@ -188,6 +192,15 @@ def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *
             open_boxes.append((lb, ub, lbd))
     if not open_boxes:
         return out("equivalent", "bounds")
+    still = []
+    for bi, (lb, ub, lbd) in enumerate(open_boxes):  # 4. neuron-function matching (forms.py)
+        ph = None if phases is None else phases[boxes_index(boxes, lb, ub)]
+        bnd = form_difference_bound(A, B, lb, ub, ph)
+        if bnd is None or not np.all(bnd < eps):
+            still.append((lb, ub, lbd))
+    open_boxes = still
+    if not open_boxes:
+        return out("equivalent", "forms")
     if use_milp:
         share = (1.0 - verify_share) if use_verify else 1.0
         st, x = _milp(P, open_boxes, eps, time.monotonic() + share * (deadline - time.monotonic()))
@@ -202,6 +215,10 @@ def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *
         if isinstance(v, np.ndarray) and confirm(v):
             return out("different", "verify", v)
     return out("unknown", "time limit" if time.monotonic() >= deadline else "no proof")
+
+
+def boxes_index(boxes, lb, ub) -> int:
+    return next(i for i, (l, u) in enumerate(boxes) if l is lb and u is ub)
 
 
 def _milp(P: Network, open_boxes, eps, deadline):
