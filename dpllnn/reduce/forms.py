@@ -10,7 +10,8 @@ input with *linear forms over atoms*:
 - every pre-activation of ``N_A`` is a linear form over the atoms: stably active neurons pass their
   form on, inactive ones give 0, an unstable neuron becomes a new atom (or ``lam`` times an
   existing one when its form is ``lam > 0`` times that atom's form: ``relu(lam z) = lam relu(z)``);
-- ``N_B``'s neurons are built the same way, but each must *match* a neuron of ``N_A``: its form
+- ``N_B``'s neurons are built the same way, but each must *match* a neuron of ``N_A`` (the
+  nearest normalised form, within ``match_tol``): its form
   ``f_B = lam f_A + r`` with ``lam > 0``; then its post-activation is taken from ``N_A``'s
   (active: ``f_B``; inactive: 0; unstable: ``lam`` times the atom) with a rigorous error bound
   ``|r| . max|atoms| + (inherited error)`` (ReLU is 1-Lipschitz);
@@ -44,7 +45,7 @@ def _normalise(F):
     return F / np.where(s > 0, s, 1.0)[:, None], s
 
 
-def form_difference_bound(A: Network, B: Network, lb, ub, phase=None):
+def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol: float = 1e-7):
     """Sound bound on ``max_i |N_A(x) - N_B(x)|_i`` over the box, or None if ``N_B`` does not match.
 
     Parameters
@@ -53,6 +54,8 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None):
     lb, ub : ndarray (n_inputs,)
     phase : ndarray int8 (A.n_relus,), optional -- certified phases of ``A`` on the box (e.g.
         :attr:`StableSets.phase`); CROWN's are used (and combined) otherwise
+    match_tol : float -- largest normalised form distance accepted as a match; any match is
+        sound (its residual enters the error bound), a loose one only gives a looser bound
 
     Returns
     -------
@@ -142,7 +145,7 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None):
                 continue
             d = np.max(np.abs(NA - NB[j]), axis=1)
             i = int(np.argmin(d))
-            if d[i] > 1e-7:
+            if d[i] > match_tol:
                 return None
             lam = sB[j] / sA[i]
             r = np.abs(F[j] - lam * allF[i]) @ amax

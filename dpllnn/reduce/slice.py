@@ -112,7 +112,8 @@ def split_region(network: Network, boxes, max_regions: int, seed_boxes=None,
 
 def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
                   budget_s: float = 2.0, equiv: bool = True, equiv_timeout_s: float = 30.0,
-                  seed_boxes=None, source: str | None = None, seed: int = 0) -> dict:
+                  seed_boxes=None, source: str | None = None, seed: int = 0,
+                  thorough: bool = True) -> dict:
     """Slice ``network`` over the region and (optionally) write the family to ``out_dir``.
 
     Parameters
@@ -122,7 +123,8 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
     max_regions : int
     out_dir : str, optional -- created if needed; one ``region_NNNN.onnx`` per leaf (float64) and
         ``manifest.json``
-    budget_s : float -- stable-set budget per slice (MILP/alpha on near-stable neurons)
+    budget_s : float -- MILP budget per slice for near-stable neurons (0: no MILP)
+    thorough : bool -- also PGD and alpha-CROWN per slice (False: bounds only, for many slices)
     equiv, equiv_timeout_s : prove each slice equivalent (``proved``), and the time per slice
     seed_boxes : optional initial tiling (see :func:`split_region`)
     source : str -- recorded in the manifest
@@ -140,7 +142,9 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
         os.makedirs(out_dir, exist_ok=True)
     regions = []
     for i, (lb, ub) in enumerate(leaves):
-        st = certify_stable(network, [(lb, ub)], budget_s=budget_s, seed=seed)
+        st = certify_stable(network, [(lb, ub)], budget_s=budget_s, seed=seed,
+                            use_milp=budget_s > 0, use_alpha=thorough, use_pgd=thorough,
+                            n_samples=1024 if thorough else 64)
         small, rep = prune_network(network, st)
         reg = {"lb": [float(v) for v in lb], "ub": [float(v) for v in ub],
                "onnx": f"region_{i:04d}.onnx", "relus": small.n_relus,

@@ -162,7 +162,7 @@ def _pgd_witness(net_k: Network, lb, ub, js, signs, rng, restarts=4, steps=25):
     return found
 
 
-def _certify_box(network, packed, lb, ub, deadline, use_alpha, use_milp, n_samples, rng):
+def _certify_box(network, packed, lb, ub, deadline, use_alpha, use_milp, n_samples, rng, use_pgd):
     sizes = network.hidden_sizes
     offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     n = int(offs[-1])
@@ -188,13 +188,13 @@ def _certify_box(network, packed, lb, ub, deadline, use_alpha, use_milp, n_sampl
                 phase[i] = 1 if lbd.stable_active[i] else -1
                 how[i] = "crown"
         open_ = [i for i in range(offs[k], offs[k + 1]) if phase[i] == 0 and not wit[i]]
-        if not open_:
+        if not open_ or not (use_pgd or use_alpha or use_milp):
             continue
         net_k = Network(network.affines[:k + 1])
         js = np.array(open_) - offs[k]
         # PGD towards the sign not yet seen (rules neurons out cheaply)
         want = np.where(seen_pos[open_], -1, 1)
-        hit = _pgd_witness(net_k, lb, ub, js, want, rng)
+        hit = _pgd_witness(net_k, lb, ub, js, want, rng) if use_pgd else np.zeros(len(js), bool)
         for i, h in zip(open_, hit):
             if h:
                 wit[i] = "unstable:pgd"
@@ -240,7 +240,8 @@ def _certify_box(network, packed, lb, ub, deadline, use_alpha, use_milp, n_sampl
 
 
 def certify_stable(network: Network, boxes, *, budget_s: float = 10.0, use_alpha: bool = True,
-                   use_milp: bool = True, n_samples: int = 1024, seed: int = 0) -> StableSets:
+                   use_milp: bool = True, n_samples: int = 1024, seed: int = 0,
+                   use_pgd: bool = True) -> StableSets:
     """Certified stable neurons of ``network`` on the union of ``boxes``.
 
     Parameters
@@ -249,7 +250,8 @@ def certify_stable(network: Network, boxes, *, budget_s: float = 10.0, use_alpha
     boxes : list of (lb, ub) ndarray pairs, shape (n_inputs,)
     budget_s : float -- wall-clock budget, seconds, of the MILP queries for the whole region
         (bounds, PGD and alpha-CROWN always run)
-    use_alpha, use_milp : bool -- enable alpha-CROWN / MILP on the near-stable remainder
+    use_alpha, use_milp, use_pgd : bool -- enable alpha-CROWN / MILP / PGD on the near-stable
+        remainder (all off: IBP + layer-wise CROWN only, the fast mode used for many slices)
     n_samples : int -- random samples per box (plus corners), used only to rule neurons out
     seed : int
 
@@ -266,7 +268,8 @@ def certify_stable(network: Network, boxes, *, budget_s: float = 10.0, use_alpha
     how = [""] * n
     for bi, (lb, ub) in enumerate(boxes):
         deadline = t0 + budget_s * (bi + 1) / len(boxes)
-        ph, hw = _certify_box(network, packed, lb, ub, deadline, use_alpha, use_milp, n_samples, rng)
+        ph, hw = _certify_box(network, packed, lb, ub, deadline, use_alpha, use_milp, n_samples, rng,
+                              use_pgd)
         if phase is None:
             phase, how = ph.copy(), list(hw)
             continue
