@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench.cli_bench import add_bench_parser
     add_bench_parser(sub)
+    from .reduce.cli_reduce import add_reduce_parsers
+    add_reduce_parsers(sub)
     return p
 
 
@@ -202,7 +204,15 @@ def cmd_bench(args) -> int:
     return _cmd_bench(args)
 
 
-_COMMANDS = {"verify": cmd_verify, "info": cmd_info, "bounds": cmd_bounds, "bench": cmd_bench}
+def cmd_reduce(args) -> int:
+    from .reduce import cli_reduce as R
+    return {"prune": R.cmd_prune, "slice": R.cmd_slice, "slice-eval": R.cmd_slice_eval,
+            "equiv": R.cmd_equiv}[args.command](args)
+
+
+_COMMANDS = {"verify": cmd_verify, "info": cmd_info, "bounds": cmd_bounds, "bench": cmd_bench,
+             "prune": cmd_reduce, "slice": cmd_reduce, "slice-eval": cmd_reduce,
+             "equiv": cmd_reduce}
 
 if __name__ == "__main__":
     sys.exit(main())
