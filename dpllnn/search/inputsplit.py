@@ -1,0 +1,366 @@
+"""Branch and bound on input boxes (ReluVal / Neurify / VeriNet style), batched.
+
+One case of the spec is searched at a time.  The rows of its open disjuncts are stacked into one
+objective ``C @ y - d``; a disjunct is refuted on a box when one of its rows has a sound lower
+bound ``> 0``, and a box is *closed* when every open disjunct is refuted on it.  Refutations are
+inherited by sub-boxes (a bound sound on a box is sound on every sub-box), and a child's row
+bounds are the max of its own and its parent's.
+
+Loop, until the pool of open boxes is empty (``unsat``), a counterexample is validated
+(``sat``), the deadline passes (``timeout``):
+
+1. pop up to ``batch`` boxes: the most negative priority first (best-first, the boxes furthest
+   from a proof, where counterexamples live); when the pool grows past ``max_pool`` pop the
+   deepest boxes instead (depth-first bounds the memory);
+2. choose a dimension per box (:mod:`dpllnn.search.decide_input`): ``"lookahead"`` bounds all
+   ``2 n`` bisections with the cheap symbolic kernel and keeps the dimension whose children are
+   closest to closed (the chosen children's bounds are reused), ``"smear"`` takes the largest
+   ``|gradient| * width`` at the centre;
+3. bound the children (``method``: ``"symbolic"`` forward symbolic intervals, ``"crown"``, or
+   ``"hybrid"``: symbolic, then CROWN on the children symbolic leaves open);
+4. try candidate points of every child (centre, gradient corner) in one batched forward pass;
+   any point whose float64 margin is ``<= 0`` goes to :func:`check_counterexample`; every
+   ``pgd_every`` batches PGD runs on the worst boxes;
+5. a box that can no longer be bisected (float resolution) has its points tried and is then
+   dropped: the answer can no longer be ``unsat`` (``unknown`` if nothing else decides).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..attack import falsify_box, snap_float32
+from ..bounds import batch_objective_bounds
+from ..result import Counterexample, Verdict
+from ..validate import check_counterexample
+from .decide_input import (bisect, box_priority, candidate_points, disjunct_scores,
+                           lookahead_children, smear_dims, splittable)
+
+__all__ = ["InputSplitSettings", "search_case"]
+
+
+@dataclass(frozen=True)
+class InputSplitSettings:
+    method: str = "crown"           # bound method: symbolic | crown | hybrid
+    split: str = "lookahead"        # split dimension: lookahead | smear
+    lookahead_method: str = "crown"  # bound method for the lookahead children
+    batch: int = 32                 # boxes popped per iteration
+    crown_batch: int = 1 << 30      # at most this many CROWN calls per iteration (hybrid)
+    max_pool: int = 500_000         # beyond this many open boxes, pop depth-first
+    pgd_every: int = 20             # iterations between PGD rounds on the worst boxes
+    pgd_boxes: int = 4              # boxes attacked per PGD round
+    max_validations: int = 200      # candidate points sent to check_counterexample, at most
+
+
+DEFAULT = InputSplitSettings()
+
+
+class _Pool:
+    """Open boxes in growable arrays: lo, hi (N, n); lower (N, m); open (N, k); depth (N,)."""
+
+    def __init__(self, n, m, k, cap=1024):
+        self.lo = np.empty((cap, n))
+        self.hi = np.empty((cap, n))
+        self.lower = np.empty((cap, m))
+        self.open = np.empty((cap, k), dtype=bool)
+        self.depth = np.empty(cap, dtype=np.int64)
+        self.prio = np.empty(cap)
+        self.size = 0
+
+    def push(self, lo, hi, lower, open_, depth, prio):
+        b = lo.shape[0]
+        need = self.size + b
+        if need > self.lo.shape[0]:
+            cap = max(need, 2 * self.lo.shape[0])
+            for name in ("lo", "hi", "lower", "open", "depth", "prio"):
+                old = getattr(self, name)
+                new = np.empty((cap,) + old.shape[1:], dtype=old.dtype)
+                new[:self.size] = old[:self.size]
+                setattr(self, name, new)
+        s = slice(self.size, need)
+        self.lo[s], self.hi[s], self.lower[s] = lo, hi, lower
+        self.open[s], self.depth[s], self.prio[s] = open_, depth, prio
+        self.size = need
+
+    def pop(self, k, depth_first=False):
+        n = self.size
+        if k >= n:
+            idx = np.arange(n)
+        else:
+            key = -self.depth[:n] if depth_first else self.prio[:n]
+            idx = np.argpartition(key, k)[:k]
+        out = tuple(getattr(self, a)[idx].copy() for a in ("lo", "hi", "lower", "open", "depth"))
+        keep = np.ones(n, dtype=bool)
+        keep[idx] = False
+        m = int(keep.sum())
+        for name in ("lo", "hi", "lower", "open", "depth", "prio"):
+            arr = getattr(self, name)
+            arr[:m] = arr[:n][keep]
+        self.size = m
+        return out
+
+
+def _stack(case, idx):
+    Cs = [case.disjuncts[i].C for i in idx]
+    ds = [case.disjuncts[i].d for i in idx]
+    groups = np.cumsum([0] + [c.shape[0] for c in Cs[:-1]]).astype(np.int64)
+    return np.ascontiguousarray(np.vstack(Cs)), np.ascontiguousarray(np.concatenate(ds)), groups
+
+
+class _Search:
+    def __init__(self, network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg):
+        self.network, self.spec, self.case = network, spec, case
+        self.C, self.d, self.groups = C, d, groups
+        self.packed, self.deadline, self.cfg, self.stats = packed, deadline, cfg, stats
+        self.seed = seed
+        self.validations = 0
+        self.stable_sum = 0.0
+        self.stable_n = 0
+        self.gave_up = 0
+
+    # ---- counterexamples --------------------------------------------------------------
+    def validate(self, x):
+        if self.validations >= self.cfg.max_validations:
+            return None
+        self.validations += 1
+        for cand in (snap_float32(x, self.case.lb, self.case.ub), x):
+            cex = check_counterexample(self.network, self.spec, cand)
+            if cex is not None:
+                return cex
+        return None
+
+    def try_points(self, P, margins, open_):
+        """Validate points whose margin is <= 0 for an open disjunct (best first)."""
+        ok = np.where(open_, margins, np.inf).min(axis=1)
+        for j in np.argsort(ok)[:8]:
+            if ok[j] > 0:
+                break
+            cex = self.validate(P[j])
+            if cex is not None:
+                return cex
+        return None
+
+    def pgd(self, lo, hi, open_, it):
+        for j in range(lo.shape[0]):
+            if time.monotonic() > self.deadline:
+                return None
+            sel = np.flatnonzero(open_[j])
+            if sel.size == 0:
+                continue
+            ends = np.append(self.groups[1:], self.C.shape[0])
+            rows = np.concatenate([np.arange(self.groups[s], ends[s]) for s in sel])
+            g = np.cumsum([0] + [ends[s] - self.groups[s] for s in sel[:-1]]).astype(np.int64)
+            x, m = falsify_box(self.network, lo[j], hi[j], self.C[rows], self.d[rows],
+                               seed=self.seed + it * 31 + j, steps=30, restarts=8,
+                               x0=0.5 * (lo[j] + hi[j]), deadline=self.deadline,
+                               groups=g if len(g) > 1 else None)
+            self.stats["pgd_runs"] = self.stats.get("pgd_runs", 0) + 1
+            if m <= 0:
+                cex = self.validate(x)
+                if cex is not None:
+                    return cex
+        return None
+
+    # ---- bounds -----------------------------------------------------------------------
+    def bound(self, lo, hi, parent_lower, open_, method=None):
+        """Row lower bounds of boxes (B, m), max'ed with the parents' (sound either way),
+        and unstable counts (B,)."""
+        method = method or self.cfg.method
+        first = "crown" if method == "crown" else "symbolic"
+        self.stats["nodes"] = self.stats.get("nodes", 0) + lo.shape[0]
+        low, unst = batch_objective_bounds(self.packed, lo, hi, self.C, self.d, method=first,
+                                           return_unstable=True)
+        low = np.maximum(low, parent_lower)
+        if method == "hybrid":
+            self.refine(lo, hi, low, unst, open_)
+        return low, unst
+
+    def refine(self, lo, hi, low, unst, open_):
+        """CROWN (in place) on the open boxes symbolic bounds come closest to closing."""
+        pending = np.flatnonzero(~self._closed(low, open_))
+        if pending.size == 0:
+            return
+        pr = box_priority(disjunct_scores(low[pending], self.groups), open_[pending])
+        pick = pending[np.argsort(-pr, kind="stable")[: self.cfg.crown_batch]]
+        lc, uc = batch_objective_bounds(self.packed, lo[pick], hi[pick], self.C, self.d,
+                                        method="crown", return_unstable=True)
+        low[pick] = np.maximum(low[pick], lc)
+        unst[pick] = np.minimum(unst[pick], uc)
+        self.stats["crown_boxes"] = self.stats.get("crown_boxes", 0) + pick.size
+
+    def _closed(self, low, open_):
+        sc = disjunct_scores(low, self.groups) > 0.0
+        if open_ is not None:
+            sc |= ~open_
+        return sc.all(axis=1)
+
+    # ---- main loop --------------------------------------------------------------------
+    def run(self):
+        cfg, case, st = self.cfg, self.case, self.stats
+        n, m, k = case.lb.shape[0], self.C.shape[0], len(self.groups)
+        pool = _Pool(n, m, k)
+        lo0, hi0 = case.lb[None].copy(), case.ub[None].copy()
+        low0, unst0 = self.bound(lo0, hi0, np.full((1, m), -np.inf), np.ones((1, k), bool))
+        open0 = ~(disjunct_scores(low0, self.groups) > 0.0)
+        P, mg = candidate_points(self.network, lo0, hi0, self.C, self.d, self.groups)
+        cex = self.try_points(P, mg, np.vstack([open0, open0]))
+        if cex is not None:
+            return Verdict.SAT, cex
+        if not open0.any():
+            self._leaf(unst0)
+            return Verdict.UNSAT, None
+        pool.push(lo0, hi0, low0, open0, np.zeros(1, np.int64),
+                  box_priority(disjunct_scores(low0, self.groups), open0))
+        it = 0
+        while pool.size:
+            if time.monotonic() >= self.deadline:
+                return Verdict.TIMEOUT, None
+            it += 1
+            st["max_queue"] = max(st.get("max_queue", 0), pool.size)
+            lo, hi, low, open_, depth = pool.pop(cfg.batch, depth_first=pool.size > cfg.max_pool)
+            if it % cfg.pgd_every == 0:
+                w = np.argsort(box_priority(disjunct_scores(low, self.groups), open_))
+                cex = self.pgd(lo[w[:cfg.pgd_boxes]], hi[w[:cfg.pgd_boxes]],
+                               open_[w[:cfg.pgd_boxes]], it)
+                if cex is not None:
+                    return Verdict.SAT, cex
+            # boxes at float resolution: try their points, then give up on them
+            can = splittable(lo, hi)
+            stuck = ~can.any(axis=1)
+            if stuck.any():
+                P, mg = candidate_points(self.network, lo[stuck], hi[stuck], self.C, self.d,
+                                         self.groups)
+                cex = self.try_points(P, mg, np.vstack([open_[stuck], open_[stuck]]))
+                if cex is not None:
+                    return Verdict.SAT, cex
+                self.gave_up += int(stuck.sum())
+                keep = ~stuck
+                lo, hi, low, open_, depth, can = (lo[keep], hi[keep], low[keep], open_[keep],
+                                                  depth[keep], can[keep])
+                if lo.shape[0] == 0:
+                    continue
+            lo2, hi2, low2, unst2, par = self.split(lo, hi, low, open_, can)
+            open2 = open_[par] & ~(disjunct_scores(low2, self.groups) > 0.0)
+            depth2 = depth[par] + 1
+            st["split_depth_max"] = max(st.get("split_depth_max", 0), int(depth2.max()))
+            closed = ~open2.any(axis=1)
+            if closed.any():
+                self._leaf(unst2[closed])
+            live = ~closed
+            if live.any():
+                lo2, hi2, low2, open2, depth2 = (lo2[live], hi2[live], low2[live], open2[live],
+                                                 depth2[live])
+                P, mg = candidate_points(self.network, lo2, hi2, self.C, self.d, self.groups)
+                cex = self.try_points(P, mg, np.vstack([open2, open2]))
+                if cex is not None:
+                    return Verdict.SAT, cex
+                pool.push(lo2, hi2, low2, open2, depth2,
+                          box_priority(disjunct_scores(low2, self.groups), open2))
+        return (Verdict.UNKNOWN if self.gave_up else Verdict.UNSAT), None
+
+    def split(self, lo, hi, low, open_, can):
+        """Bisect every box; returns children (lo2, hi2, lower2, unstable2, parent index)."""
+        B, n = lo.shape
+        par = np.repeat(np.arange(B), 2)
+        if self.cfg.split == "lookahead":
+            L_lo, L_hi = lookahead_children(lo, hi)
+            op = np.repeat(open_, 2 * n, axis=0)
+            L_low, L_un = self.bound(L_lo, L_hi, np.repeat(low, 2 * n, axis=0), op,
+                                     method=self.cfg.lookahead_method)
+            pr = box_priority(disjunct_scores(L_low, self.groups), op)
+            val = np.maximum(np.minimum(pr, 0.0).reshape(B, n, 2).sum(axis=2), -1e300)
+            val[~can] = -np.inf
+            val += 1e-9 * (hi - lo) / np.maximum((hi - lo).max(axis=1, keepdims=True), 1e-300)
+            dims = np.argmax(val, axis=1)
+            rows = ((np.arange(B) * n + dims) * 2)[:, None] + np.arange(2)
+            rows = rows.reshape(-1)
+            lo2, hi2, low2, un2 = L_lo[rows], L_hi[rows], L_low[rows], L_un[rows]
+            if self.cfg.method == "hybrid" and self.cfg.lookahead_method == "symbolic":
+                self.refine(lo2, hi2, low2, un2, open_[par])
+            elif self.cfg.method == "crown" and self.cfg.lookahead_method == "symbolic":
+                lc, uc = self.bound(lo2, hi2, low2, open_[par], method="crown")
+                low2 = np.maximum(low2, lc)
+                un2 = np.minimum(un2, uc)
+            return lo2, hi2, low2, un2, par
+        dims = smear_dims(self.network, lo, hi, self.C, self.d, self.groups, open_)
+        lo2, hi2 = bisect(lo, hi, dims)
+        low2, un2 = self.bound(lo2, hi2, low[par], open_[par])
+        return lo2, hi2, low2, un2, par
+
+    def _leaf(self, unst):
+        self.stats["boxes_proved"] = self.stats.get("boxes_proved", 0) + int(unst.size)
+        self.stable_sum += float((self.packed.n_relus - unst).sum())
+        self.stable_n += int(unst.size)
+
+
+def _single_threaded_blas():
+    """Limit BLAS to one thread while searching, when threadpoolctl is installed.
+
+    The kernels' small GEMMs (50 x 50 blocks) gain nothing from BLAS threads, and on a loaded
+    machine OpenBLAS's spinning threads made the symbolic kernel 5 to 100 times slower
+    (measured on ACAS Xu, 2 cores).  Setting ``OPENBLAS_NUM_THREADS=1`` before numpy is
+    imported has the same effect without threadpoolctl.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats,
+                root=None, settings: InputSplitSettings | None = None):
+    """Input-splitting branch and bound on one case (see the module docstring).
+
+    Parameters
+    ----------
+    network : Network;  spec : Spec
+    case_index : int -- the case of ``spec`` to search
+    open_disjuncts : sequence of int -- its disjuncts not refuted at the root
+    packed : PackedNet -- ``pack(network)``
+    deadline : float -- ``time.monotonic()`` value
+    seed : int
+    stats : dict -- counters are added to it (``nodes``, ``boxes_proved``, ``max_queue``,
+        ``split_depth_max``, ``inputsplit_s``, ``stable_per_box_mean``, ...)
+    root : LayerBounds or None -- unused (the first batch bounds the case box itself)
+    settings : InputSplitSettings, optional
+
+    Returns
+    -------
+    (Verdict, Counterexample or None) -- ``SAT`` only with a counterexample accepted by
+    :func:`check_counterexample`; ``UNSAT`` only when every open disjunct is refuted on every
+    leaf box by sound bounds.
+    """
+    t0 = time.monotonic()
+    cfg = settings or DEFAULT
+    case = spec.cases[case_index]
+    idx = list(open_disjuncts)
+    try:
+        if not idx or case.is_empty:
+            return Verdict.UNSAT, None
+        if any(case.disjuncts[i].C.shape[0] == 0 for i in idx):
+            # an empty conjunction holds everywhere: any point of the box is a counterexample
+            for x in (0.5 * (case.lb + case.ub), case.lb, case.ub):
+                cex = check_counterexample(network, spec, snap_float32(x, case.lb, case.ub))
+                if cex is not None:
+                    return Verdict.SAT, cex
+            return Verdict.UNKNOWN, None
+        C, d, groups = _stack(case, idx)
+        s = _Search(network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg)
+        try:
+            with _single_threaded_blas():
+                return s.run()
+        finally:
+            if s.stable_n:
+                n_old = stats.get("_stable_n", 0)
+                mean_old = stats.get("stable_per_box_mean", 0.0)
+                tot = n_old + s.stable_n
+                stats["stable_per_box_mean"] = (mean_old * n_old + s.stable_sum) / tot
+                stats["_stable_n"] = tot
+            if s.gave_up:
+                stats["boxes_gave_up"] = stats.get("boxes_gave_up", 0) + s.gave_up
+    finally:
+        stats["inputsplit_s"] = stats.get("inputsplit_s", 0.0) + time.monotonic() - t0
