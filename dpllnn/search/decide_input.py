@@ -17,7 +17,7 @@ import numpy as np
 from ..attack import margin_and_grad
 
 __all__ = ["disjunct_scores", "box_priority", "smear_dims", "lookahead_children",
-           "candidate_points", "disjunct_margins"]
+           "candidate_points", "disjunct_margins", "smear_scores"]
 
 
 def disjunct_scores(lower: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -37,6 +37,12 @@ def disjunct_margins(Y: np.ndarray, C: np.ndarray, d: np.ndarray, groups: np.nda
 
 def smear_dims(network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.ndarray,
                groups: np.ndarray, open_mask: np.ndarray) -> np.ndarray:
+    """Argmax of :func:`smear_scores` per box, int64 (B,)."""
+    return np.argmax(smear_scores(network, lo, hi, C, d, groups, open_mask), axis=1)
+
+
+def smear_scores(network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.ndarray,
+                 groups: np.ndarray, open_mask: np.ndarray) -> np.ndarray:
     """ReluVal-style smear: ``|d margin / d x_i| * width_i`` at the box centre, argmax per box.
 
     Uses the gradient of the union margin of the open disjuncts (the arg-max row of the arg-min
@@ -45,7 +51,7 @@ def smear_dims(network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.nda
 
     Returns
     -------
-    dims : ndarray, int64, shape (B,)
+    scores : ndarray, float64, shape (B, n)
     """
     X = 0.5 * (lo + hi)
     w = hi - lo
@@ -65,7 +71,7 @@ def smear_dims(network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.nda
     s = np.abs(grad) * w
     s = s + 1e-12 * w / np.maximum(w.max(axis=1, keepdims=True), 1e-300)  # tie-break: widest
     s[~splittable(lo, hi)] = -1.0
-    return np.argmax(s, axis=1)
+    return s
 
 
 def splittable(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -87,12 +93,14 @@ def bisect(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray):
     return lo2, hi2
 
 
-def lookahead_children(lo: np.ndarray, hi: np.ndarray):
-    """All ``2 n`` bisections of every box: (lo2, hi2) (B * 2n, n); box j, dim i, half h at
-    row ``(j * n + i) * 2 + h``."""
+def lookahead_children(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray | None = None):
+    """Bisections of every box along each of its candidate ``dims`` (B, q) (default: all n):
+    (lo2, hi2) (B * 2q, n); box j, candidate i, half h at row ``(j * q + i) * 2 + h``."""
     B, n = lo.shape
-    dims = np.tile(np.arange(n), B)
-    return bisect(np.repeat(lo, n, axis=0), np.repeat(hi, n, axis=0), dims)
+    if dims is None:
+        dims = np.tile(np.arange(n), (B, 1))
+    q = dims.shape[1]
+    return bisect(np.repeat(lo, q, axis=0), np.repeat(hi, q, axis=0), dims.reshape(-1))
 
 
 def candidate_points(network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.ndarray,

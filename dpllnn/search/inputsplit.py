@@ -37,7 +37,7 @@ from ..bounds import batch_objective_bounds
 from ..result import Counterexample, Verdict
 from ..validate import check_counterexample
 from .decide_input import (bisect, box_priority, candidate_points, disjunct_scores,
-                           lookahead_children, smear_dims, splittable)
+                           lookahead_children, smear_dims, smear_scores, splittable)
 
 __all__ = ["InputSplitSettings", "search_case"]
 
@@ -47,12 +47,16 @@ class InputSplitSettings:
     method: str = "crown"           # bound method: symbolic | crown | hybrid
     split: str = "lookahead"        # split dimension: lookahead | smear
     lookahead_method: str = "crown"  # bound method for the lookahead children
+    lookahead_dims: int = 0         # lookahead on the top-k smear dimensions only (0: all)
     batch: int = 32                 # boxes popped per iteration
     crown_batch: int = 1 << 30      # at most this many CROWN calls per iteration (hybrid)
     max_pool: int = 500_000         # beyond this many open boxes, pop depth-first
     pgd_every: int = 20             # iterations between PGD rounds on the worst boxes
     pgd_boxes: int = 4              # boxes attacked per PGD round
     max_validations: int = 200      # candidate points sent to check_counterexample, at most
+    lp_max_unstable: int = 3        # boxes with at most this many unstable neurons: cell LPs
+    lp_max_unstable_stuck: int = 10  # the same for boxes at float resolution (last resort)
+    lp_per_iter: int = 16           # at most this many boxes tried with LPs per iteration
 
 
 DEFAULT = InputSplitSettings()
@@ -120,6 +124,7 @@ class _Search:
         self.stable_sum = 0.0
         self.stable_n = 0
         self.gave_up = 0
+        self.lp = None
 
     # ---- counterexamples --------------------------------------------------------------
     def validate(self, x):
@@ -162,6 +167,63 @@ class _Search:
                 cex = self.validate(x)
                 if cex is not None:
                     return cex
+        return None
+
+    # ---- cell LPs -----------------------------------------------------------------------
+    def lp_close(self, lo, hi, open_row, max_unstable):
+        """Try to refute the open disjuncts of one box exactly: enumerate the phases of its
+        unstable neurons (at most ``max_unstable``) and solve one cell LP per phase pattern and
+        disjunct (:class:`dpllnn.lp.CellLP`: ``"infeasible"`` is certified on a loosened LP).
+
+        Returns (new open mask (k,), counterexample or None).
+        """
+        from ..bounds import compute_bounds
+        from ..lp import CellLP
+        lbd = compute_bounds(self.packed, lo, hi, None, "crown")
+        if lbd.infeasible:
+            return open_row, None
+        unst = np.flatnonzero(lbd.unstable)
+        if unst.size > max_unstable:
+            return open_row, None
+        if self.lp is None:
+            self.lp = CellLP(self.network)
+        base = np.where(lbd.stable_active, 1, -1).astype(np.int8)
+        self.stats["lp_boxes"] = self.stats.get("lp_boxes", 0) + 1
+        out = open_row.copy()
+        ends = np.append(self.groups[1:], self.C.shape[0])
+        for j in np.flatnonzero(open_row):
+            Cj, dj = self.C[self.groups[j]:ends[j]], self.d[self.groups[j]:ends[j]]
+            refuted = True
+            for bits in range(1 << unst.size):
+                if time.monotonic() > self.deadline:
+                    return open_row, None
+                ph = base.copy()
+                ph[unst] = np.where((bits >> np.arange(unst.size)) & 1, 1, -1)
+                status, x = self.lp.solve(lo, hi, ph, Cj, dj)
+                self.stats["lp_solves"] = self.stats.get("lp_solves", 0) + 1
+                if status == "infeasible":
+                    continue
+                refuted = False
+                if status == "feasible" and x is not None:
+                    cex = self.validate(x)
+                    if cex is not None:
+                        return out, cex
+                break
+            if refuted:
+                out[j] = False
+        return out, None
+
+    def lp_pass(self, lo, hi, low, open_, unst, max_unstable, limit):
+        """Cell LPs on up to ``limit`` boxes with few unstable neurons; updates ``open_``."""
+        cand = np.flatnonzero((unst <= max_unstable) & open_.any(axis=1))[:limit]
+        for i in cand:
+            if time.monotonic() > self.deadline:
+                break
+            open_[i], cex = self.lp_close(lo[i], hi[i], open_[i], max_unstable)
+            if cex is not None:
+                return cex
+            if not open_[i].any():
+                self.stats["lp_closed"] = self.stats.get("lp_closed", 0) + 1
         return None
 
     # ---- bounds -----------------------------------------------------------------------
@@ -236,7 +298,14 @@ class _Search:
                 cex = self.try_points(P, mg, np.vstack([open_[stuck], open_[stuck]]))
                 if cex is not None:
                     return Verdict.SAT, cex
-                self.gave_up += int(stuck.sum())
+                si = np.flatnonzero(stuck)
+                big = np.full(si.size, 0, dtype=np.int64)
+                o_st = open_[si]
+                cex = self.lp_pass(lo[si], hi[si], low[si], o_st, big,
+                                   cfg.lp_max_unstable_stuck, si.size)
+                if cex is not None:
+                    return Verdict.SAT, cex
+                self.gave_up += int(o_st.any(axis=1).sum())
                 keep = ~stuck
                 lo, hi, low, open_, depth, can = (lo[keep], hi[keep], low[keep], open_[keep],
                                                   depth[keep], can[keep])
@@ -244,6 +313,11 @@ class _Search:
                     continue
             lo2, hi2, low2, unst2, par = self.split(lo, hi, low, open_, can)
             open2 = open_[par] & ~(disjunct_scores(low2, self.groups) > 0.0)
+            if cfg.lp_max_unstable >= 0:
+                cex = self.lp_pass(lo2, hi2, low2, open2, unst2, cfg.lp_max_unstable,
+                                   cfg.lp_per_iter)
+                if cex is not None:
+                    return Verdict.SAT, cex
             depth2 = depth[par] + 1
             st["split_depth_max"] = max(st.get("split_depth_max", 0), int(depth2.max()))
             closed = ~open2.any(axis=1)
@@ -266,16 +340,23 @@ class _Search:
         B, n = lo.shape
         par = np.repeat(np.arange(B), 2)
         if self.cfg.split == "lookahead":
-            L_lo, L_hi = lookahead_children(lo, hi)
-            op = np.repeat(open_, 2 * n, axis=0)
-            L_low, L_un = self.bound(L_lo, L_hi, np.repeat(low, 2 * n, axis=0), op,
+            q = n if not 0 < self.cfg.lookahead_dims < n else self.cfg.lookahead_dims
+            if q < n:
+                sm = smear_scores(self.network, lo, hi, self.C, self.d, self.groups, open_)
+                cand = np.argsort(-sm, axis=1, kind="stable")[:, :q]
+            else:
+                cand = np.tile(np.arange(n), (B, 1))
+            L_lo, L_hi = lookahead_children(lo, hi, cand)
+            op = np.repeat(open_, 2 * q, axis=0)
+            L_low, L_un = self.bound(L_lo, L_hi, np.repeat(low, 2 * q, axis=0), op,
                                      method=self.cfg.lookahead_method)
             pr = box_priority(disjunct_scores(L_low, self.groups), op)
-            val = np.maximum(np.minimum(pr, 0.0).reshape(B, n, 2).sum(axis=2), -1e300)
-            val[~can] = -np.inf
-            val += 1e-9 * (hi - lo) / np.maximum((hi - lo).max(axis=1, keepdims=True), 1e-300)
-            dims = np.argmax(val, axis=1)
-            rows = ((np.arange(B) * n + dims) * 2)[:, None] + np.arange(2)
+            val = np.maximum(np.minimum(pr, 0.0).reshape(B, q, 2).sum(axis=2), -1e300)
+            w = np.take_along_axis(hi - lo, cand, axis=1)
+            val[~np.take_along_axis(can, cand, axis=1)] = -np.inf
+            val += 1e-9 * w / np.maximum((hi - lo).max(axis=1, keepdims=True), 1e-300)
+            pick = np.argmax(val, axis=1)
+            rows = ((np.arange(B) * q + pick) * 2)[:, None] + np.arange(2)
             rows = rows.reshape(-1)
             lo2, hi2, low2, un2 = L_lo[rows], L_hi[rows], L_low[rows], L_un[rows]
             if self.cfg.method == "hybrid" and self.cfg.lookahead_method == "symbolic":
@@ -354,12 +435,12 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             with _single_threaded_blas():
                 return s.run()
         finally:
-            if s.stable_n:
-                n_old = stats.get("_stable_n", 0)
+            if s.stable_n:  # mean over the leaf boxes of every case searched so far
+                n_old = stats.get("stable_leaf_boxes", 0)
                 mean_old = stats.get("stable_per_box_mean", 0.0)
                 tot = n_old + s.stable_n
                 stats["stable_per_box_mean"] = (mean_old * n_old + s.stable_sum) / tot
-                stats["_stable_n"] = tot
+                stats["stable_leaf_boxes"] = tot
             if s.gave_up:
                 stats["boxes_gave_up"] = stats.get("boxes_gave_up", 0) + s.gave_up
     finally:
