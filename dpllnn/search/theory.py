@@ -1,0 +1,368 @@
+"""ReluTheory: the ReLU-network theory behind the hidden-phase CDCL search (DESIGN.md §3).
+
+Boolean vocabulary
+------------------
+One variable per hidden ReLU (true = active, ``z >= 0``; false = inactive, ``z <= 0``), flat
+layer-major, numbered ``1..n_relus`` through ``pysat.formula.IDPool`` keys ``("relu", layer, j)``;
+one *selector* per open disjunct of the case (true = "the counterexample satisfies this
+disjunct"), and the clause "some selector is true" (added by the driver).
+
+Theory semantics.  A (partial) assignment is *T-consistent* iff some input ``x`` of the case's box
+has pre-activations of the assigned signs and satisfies every disjunct whose selector is true.
+Every clause this module hands to the solver (reasons, conflicts, blocking clauses) is satisfied by
+every T-consistent total assignment, so an unsatisfiable formula proves that no counterexample
+exists for the open disjuncts.
+
+Reasons (all sound by the bound engine's contract)
+--------------------------------------------------
+- a hidden neuron of layer ``k`` whose bounds became one-signed: its bounds depend only on the
+  phases of layers ``< k`` (the input box is fixed), so the reason is the assigned phase literals of
+  layers ``< k``;
+- an infeasible phase set (``lb > ub`` after clamping at neuron ``c`` of layer ``k``): the literal
+  of ``c`` with the assigned literals of layers ``< k``;
+- a disjunct refuted by the objective bound (``obj_lower > 0`` on one of its rows): its selector is
+  implied false by all assigned phase literals (the objective depends on every layer);
+- a complete assignment whose cell LP is infeasible for a selected disjunct: the negation of the
+  whole phase assignment and of that selector.
+
+Incremental bounds.  ``propagate`` keeps a stack of bound snapshots (trail length, phase, bounds);
+the top snapshot whose phases are a subset of the current ones is the base, and only the layers
+from the first *effective* change are recomputed (a newly assigned neuron that the base already
+had stable in that direction changes nothing).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bounds import compute_bounds, objective_bounds
+from ..validate import check_counterexample
+
+
+@dataclass
+class Snapshot:
+    """Bounds valid for every assignment extending ``phase``."""
+
+    trail_len: int
+    phase: np.ndarray          # int8 (n_relus,)
+    lbd: object                # LayerBounds (feasible)
+    obj_lower: np.ndarray      # (m_total,) lower bounds of the stacked objective rows
+    refuted: np.ndarray        # bool (n_open,): disjunct refuted under ``phase``
+
+
+class ReluTheory:
+    """Trail, levels, bound snapshots, implied literals, reasons, conflicts and model checks.
+
+    Parameters
+    ----------
+    network : Network
+    spec : Spec
+    case_index : int
+    open_disjuncts : list of int -- disjuncts of the case still open after the root
+    packed : PackedNet
+    sel_vars : list of int -- SAT variable of each open disjunct's selector
+    deadline : float -- ``time.monotonic()`` limit
+    root : LayerBounds or None -- root bounds (no phases), used as the first snapshot
+    stats : dict
+    method : str -- bound method for propagation (``"crown"`` or ``"ibp"``)
+    """
+
+    def __init__(self, network, spec, case_index, open_disjuncts, packed, sel_vars, deadline,
+                 root=None, stats=None, method="crown", lp=None):
+        self.network = network
+        self.spec = spec
+        self.case = spec.cases[case_index]
+        self.packed = packed
+        self.n = packed.n_relus
+        self.deadline = deadline
+        self.stats = stats if stats is not None else {}
+        self.method = method
+        self.open = list(open_disjuncts)
+        self.sel_vars = list(sel_vars)
+        self.sel_index = {v: i for i, v in enumerate(self.sel_vars)}
+        self.disj = [self.case.disjuncts[i] for i in self.open]
+        self.C = np.vstack([dj.C for dj in self.disj])
+        self.d = np.concatenate([dj.d for dj in self.disj])
+        self.rows = np.cumsum([0] + [dj.C.shape[0] for dj in self.disj])
+        self.lb, self.ub = self.case.lb, self.case.ub
+        # layer of each flat neuron, and offsets
+        self.layer_off = np.asarray(packed.layer_offsets, dtype=np.int64)
+        self.layer_of = np.repeat(np.arange(packed.n_layers), np.diff(self.layer_off))
+        # assignment state
+        self.phase = np.zeros(self.n, dtype=np.int8)     # current phases (trail + fixed)
+        self.fixed = np.zeros(self.n, dtype=np.int8)     # root-level phases (permanent)
+        self.sel_val = np.zeros(len(self.sel_vars), dtype=np.int8)
+        self.sel_fixed = np.zeros(len(self.sel_vars), dtype=np.int8)
+        self.trail: list[int] = []
+        self.lim: list[int] = []
+        self.reasons: dict[int, list[int]] = {}
+        self.pending: list[list[int]] = []              # external clauses to hand over
+        self.stop = False            # ask the driver's guard clause to stop the solver
+        self.timed_out = False
+        self.incomplete = False      # some model was blocked without proof: never answer unsat
+        self.cex = None
+        self.lp = lp
+        self.candidates: list[np.ndarray] = []
+        self.x_ref = None            # reference point for decision polarities
+        self.snaps: list[Snapshot] = []
+        self.t_bounds = 0.0
+        self.t_lp = 0.0
+        self.n_nodes = 0
+        self.n_implied = 0
+        self.n_theory_conflicts = 0
+        self.n_lp = 0
+        self.n_blocked = 0
+        self.root_infeasible = False
+        if root is not None and not root.infeasible and root.method in ("crown", "alpha"):
+            self.reset_root(root)
+        else:
+            self._push_root()
+
+    # ---- snapshots ---------------------------------------------------------------------------
+    def _objective(self, lbd):
+        lo, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, self.C, self.d)
+        return lo
+
+    def _refuted(self, obj_lower):
+        return np.array([bool(np.any(obj_lower[self.rows[i]:self.rows[i + 1]] > 0.0))
+                         for i in range(len(self.disj))], dtype=bool)
+
+    def _push_root(self):
+        t = time.monotonic()
+        ph = self.fixed.copy()
+        lbd = compute_bounds(self.packed, self.lb, self.ub, ph, self.method)
+        self.t_bounds += time.monotonic() - t
+        if lbd.infeasible:       # root-level phases contradict: the case is refuted
+            self.snaps = []
+            self.root_infeasible = True
+            return
+        self.root_infeasible = False
+        lo = self._objective(lbd)
+        self.snaps = [Snapshot(0, ph, lbd, lo, self._refuted(lo))]
+
+    def reset_root(self, lbd=None, own_objective=False):
+        """Replace the root snapshot (after root tightening or new fixed literals).
+
+        ``own_objective``: ``lbd.obj_lower`` bounds this theory's stacked rows (``self.C``) and
+        may be tighter than CROWN's (alpha-CROWN)."""
+        if lbd is None:
+            self._push_root()
+            return
+        lo = self._objective(lbd)
+        if own_objective and lbd.obj_lower is not None and lbd.obj_lower.shape == lo.shape:
+            lo = np.maximum(lo, lbd.obj_lower)
+        self.snaps = [Snapshot(0, self.fixed.copy(), lbd, lo, self._refuted(lo))]
+        self.root_infeasible = False
+
+    # ---- O(1) notifications --------------------------------------------------------------------
+    def assign(self, lit, fixed=False):
+        self.trail.append(lit)
+        v = lit if lit > 0 else -lit
+        s = 1 if lit > 0 else -1
+        if v <= self.n:
+            self.phase[v - 1] = s
+            if fixed:
+                self.fixed[v - 1] = s
+        else:
+            i = self.sel_index.get(v)
+            if i is not None:
+                self.sel_val[i] = s
+                if fixed:
+                    self.sel_fixed[i] = s
+
+    def new_level(self):
+        self.lim.append(len(self.trail))
+
+    def backtrack(self, to):
+        if to >= len(self.lim):
+            return
+        pos = self.lim[to]
+        n = self.n
+        for lit in self.trail[pos:]:
+            v = lit if lit > 0 else -lit
+            if v <= n:
+                self.phase[v - 1] = self.fixed[v - 1]
+            else:
+                i = self.sel_index.get(v)
+                if i is not None:
+                    self.sel_val[i] = self.sel_fixed[i]
+        del self.trail[pos:]
+        del self.lim[to:]
+        snaps = self.snaps
+        while len(snaps) > 1 and snaps[-1].trail_len > pos:
+            snaps.pop()
+
+    # ---- reasons -------------------------------------------------------------------------------
+    def _neg_assigned(self, upto_layer=None):
+        """Negated assigned phase literals of layers < upto_layer (all layers if None)."""
+        ph = self.phase if upto_layer is None else self.phase[: self.layer_off[upto_layer]]
+        idx = np.flatnonzero(ph)
+        return (-(idx + 1) * ph[idx]).tolist()
+
+    def reason(self, lit):
+        return self.reasons[lit]
+
+    # ---- propagation ---------------------------------------------------------------------------
+    def _time_up(self):
+        if time.monotonic() >= self.deadline:
+            self.timed_out = True
+            self.stop = True
+            return True
+        return False
+
+    def propagate(self):
+        """Implied literals (or one conflicting literal) under the current assignment."""
+        if self.stop or self._time_up() or self.root_infeasible:
+            return []
+        ph = self.phase
+        snaps = self.snaps
+        # the top snapshot whose phases are contained in the current assignment
+        while len(snaps) > 1:
+            sp = snaps[-1].phase
+            if np.all((sp == 0) | (sp == ph)):
+                break
+            snaps.pop()
+        base = snaps[-1]
+        blb, bub = base.lbd.lb, base.lbd.ub
+        new = ph != base.phase
+        if new.any():
+            # contradiction with the base bounds
+            bad = np.flatnonzero(new & (((ph == 1) & (bub < 0.0)) | ((ph == -1) & (blb > 0.0))))
+            if bad.size:
+                return self._conflict_neuron(int(bad[0]))
+            eff = np.flatnonzero(new & (blb < 0.0) & (bub > 0.0))
+            if eff.size:
+                start = int(self.layer_of[eff[0]])
+                t = time.monotonic()
+                lbd = compute_bounds(self.packed, self.lb, self.ub, ph.copy(), self.method,
+                                     start_layer=start, prev=base.lbd)
+                self.n_nodes += 1
+                if lbd.infeasible:
+                    self.t_bounds += time.monotonic() - t
+                    c = int(lbd.conflict)
+                    if c < 0 or c >= self.n or ph[c] == 0:
+                        return self._conflict_all()
+                    return self._conflict_neuron(c)
+                lo = self._objective(lbd)
+                self.t_bounds += time.monotonic() - t
+                base = Snapshot(len(self.trail), ph.copy(), lbd, lo, self._refuted(lo))
+                snaps.append(base)
+            else:
+                base.phase = ph.copy()
+                base.trail_len = len(self.trail)
+        return self._consequences(base)
+
+    def _conflict_neuron(self, c):
+        """Neuron ``c`` has a phase its layer's bounds (from earlier layers) exclude."""
+        k = int(self.layer_of[c])
+        lit = (c + 1) * int(self.phase[c])
+        self.reasons[-lit] = [-lit] + self._neg_assigned(k)
+        self.n_theory_conflicts += 1
+        return [-lit]
+
+    def _conflict_all(self):
+        """Fallback: the whole phase assignment is contradictory (external clause)."""
+        self.pending.append(self._neg_assigned())
+        self.n_theory_conflicts += 1
+        return []
+
+    def _consequences(self, snap):
+        ph = self.phase
+        lb, ub = snap.lbd.lb, snap.lbd.ub
+        free = ph == 0
+        act = np.flatnonzero(free & (lb >= 0.0))
+        ina = np.flatnonzero(free & (ub <= 0.0) & (lb < 0.0))
+        out = []
+        if act.size or ina.size:
+            per_layer = {}
+            for idx, s in ((act, 1), (ina, -1)):
+                for j in idx.tolist():
+                    k = int(self.layer_of[j])
+                    r = per_layer.get(k)
+                    if r is None:
+                        r = per_layer[k] = self._neg_assigned(k)
+                    lit = (j + 1) * s
+                    self.reasons[lit] = [lit] + r
+                    out.append(lit)
+            self.n_implied += len(out)
+        ref = snap.refuted
+        if ref.any():
+            full = None
+            for i in np.flatnonzero(ref).tolist():
+                sv = self.sel_val[i]
+                if sv == -1:
+                    continue
+                if full is None:
+                    full = self._neg_assigned()
+                lit = -self.sel_vars[i]
+                self.reasons[lit] = [lit] + full
+                if sv == 1:                 # selected disjunct refuted: conflict
+                    self.n_theory_conflicts += 1
+                    return [lit]
+                out.append(lit)
+        return out
+
+    # ---- complete assignments ------------------------------------------------------------------
+    def check_model(self, model):
+        """Decide the cell of a complete assignment with the LP; False with clauses if rejected."""
+        if self.stop or self._time_up():
+            return False
+        n = self.n
+        ph = np.empty(n, dtype=np.int8)
+        val = {abs(int(l)): int(l) > 0 for l in model}
+        for j in range(n):
+            ph[j] = 1 if val.get(j + 1, False) else -1
+        sel = [i for i, v in enumerate(self.sel_vars) if val.get(v, False)]
+        neg = (-(np.arange(n) + 1) * ph).tolist()
+        ok_to_block = True
+        for i in sel:
+            dj = self.disj[i]
+            t = time.monotonic()
+            st, x = self.lp.solve(self.lb, self.ub, ph, dj.C, dj.d)
+            self.t_lp += time.monotonic() - t
+            self.n_lp += 1
+            if st == "feasible" or (st == "unknown" and x is not None):
+                cex = self._validate(x, dj)
+                if cex is not None:
+                    self.cex = cex
+                    self.stop = True
+                    return False
+                if st == "feasible":
+                    self.x_ref = x
+            if st != "infeasible":
+                ok_to_block = False
+            self.pending.append([-self.sel_vars[i]] + neg)
+            self.n_blocked += 1
+        if not ok_to_block:
+            self.incomplete = True
+        if not sel:     # cannot happen (some selector is true), but never accept silently
+            self.pending.append(neg)
+            self.incomplete = True
+        return False
+
+    def _validate(self, x, dj):
+        from ..attack import falsify_box, snap_float32
+
+        ort = self.network.source is not None   # in-memory networks: float64 replay only
+        cex = check_counterexample(self.network, self.spec, snap_float32(x, self.lb, self.ub), ort)
+        if cex is None:
+            cex = check_counterexample(self.network, self.spec, x, ort)
+        if cex is None:
+            xb, mb = falsify_box(self.network, self.lb, self.ub, dj.C, dj.d, seed=len(self.candidates),
+                                 steps=30, restarts=4, x0=x[None, :], deadline=self.deadline)
+            self.candidates.append(xb)
+            if mb <= 0:
+                cex = check_counterexample(self.network, self.spec, snap_float32(xb, self.lb, self.ub),
+                                           ort)
+        return cex
+
+    # ---- external clauses ----------------------------------------------------------------------
+    def has_clause(self):
+        return bool(self.pending) or self.stop
+
+    def next_clause(self):
+        if self.pending:
+            return self.pending.pop()
+        return None
