@@ -5,7 +5,7 @@ Run ``python -m dpllnn.examples.make_example`` to regenerate the committed files
 - ``digits_mlp.onnx``: 64 inputs (8x8 image, pixels scaled to [0, 1]) -> 16 -> 16 -> 10 logits,
   trained with ``sklearn.neural_network.MLPClassifier`` (ReLU, fixed seed), exported with
   ``onnx.helper`` as MatMul/Add/Relu nodes (IR version 8, opset 13).
-- ``digits_robust.vnnlib``: L-inf ball of radius 0.02 around a correctly classified test image;
+- ``digits_robust.vnnlib``: L-inf ball of radius 0.15 around a correctly classified test image;
   unsafe set = some other class scores at least as high as the true class (expected ``unsat``).
 - ``digits_fragile.vnnlib``: the same image with radius 0.3 (expected ``sat``).
 
@@ -84,7 +84,7 @@ def main() -> None:
     ok = np.where(clf.predict(Xte) == yte)[0]
     i = ok[np.argmax(probs[ok, yte[ok]])]
     x, label = Xte[i], int(yte[i])
-    (HERE / "digits_robust.vnnlib").write_text(robustness_vnnlib(x, label, 0.02))
+    (HERE / "digits_robust.vnnlib").write_text(robustness_vnnlib(x, label, 0.15))
     (HERE / "digits_fragile.vnnlib").write_text(robustness_vnnlib(x, label, 0.3))
     print(f"test accuracy {acc:.3f}; image {i} of class {label}; files written to {HERE}")
 
