@@ -119,7 +119,9 @@ def cmd_verify(args) -> int:
     t0 = time.monotonic()
     net, spec = _load(args)
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
-    result = verify(net, spec, timeout_s=remaining, seed=args.seed, workers=args.workers,
+    from .search.portfolio import default_workers
+    workers = args.workers if args.workers is not None else default_workers()
+    result = verify(net, spec, timeout_s=remaining, seed=args.seed, workers=workers,
                     mode=args.mode, memory_limit_mb=args.memory_limit)
     result.time_s = time.monotonic() - t0
     if args.results_file:
