@@ -43,6 +43,9 @@ from .theory import ReluTheory
 
 #: conflicts per Luby unit between restarts
 RESTART_BASE = 64
+#: relaxation LP (triangle, partial assignment) at nodes with at most this many free unstable
+#: neurons; it replaces up to 2**k cell LPs at full assignments
+LP_UNSTABLE = 12
 #: heuristics cycled over restarts: (kind, layer_bias)
 SCHEDULE = (("babsr", 1.0), ("babsr", 2.0), ("width", 1.0), ("babsr", 1.0), ("solver", 1.0))
 
@@ -108,7 +111,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     guard = pool.id(("guard",))
     lp = CellLP(network)
     theory = ReluTheory(network, spec, case_index, opened, packed, sel_vars, deadline,
-                        root=root, stats=stats, lp=lp)
+                        root=root, stats=stats, lp=lp, lp_unstable=LP_UNSTABLE)
     _add_stats(stats, "cdcl_calls", 1)
 
     def finish(verdict, cex=None):
@@ -120,6 +123,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         _add_stats(stats, "implied", theory.n_implied)
         _add_stats(stats, "restarts", restarts)
         _add_stats(stats, "lp_calls", theory.n_lp + n_tighten_lp)
+        _add_stats(stats, "lp_refuted", theory.n_lp_refuted)
         _add_stats(stats, "time_bounds_s", theory.t_bounds)
         _add_stats(stats, "time_lp_s", theory.t_lp)
         _add_stats(stats, "time_restart_s", t_tighten)

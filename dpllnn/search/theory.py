@@ -50,6 +50,7 @@ class Snapshot:
     lbd: object                # LayerBounds (feasible)
     obj_lower: np.ndarray      # (m_total,) lower bounds of the stacked objective rows
     refuted: np.ndarray        # bool (n_open,): disjunct refuted under ``phase``
+    lp_done: bool = False      # relaxation LP already tried on this snapshot
 
 
 class ReluTheory:
@@ -70,7 +71,7 @@ class ReluTheory:
     """
 
     def __init__(self, network, spec, case_index, open_disjuncts, packed, sel_vars, deadline,
-                 root=None, stats=None, method="crown", lp=None):
+                 root=None, stats=None, method="crown", lp=None, lp_unstable=-1):
         self.network = network
         self.spec = spec
         self.case = spec.cases[case_index]
@@ -114,6 +115,11 @@ class ReluTheory:
         self.n_theory_conflicts = 0
         self.n_lp = 0
         self.n_blocked = 0
+        self.n_lp_refuted = 0
+        #: run the relaxation LP at nodes with at most this many free unstable neurons (-1: never)
+        self.lp_unstable = lp_unstable
+        self.lp_time_limit_s = 1.5
+        self.lp_slow = 0
         self.root_infeasible = False
         if root is not None and not root.infeasible and root.method in ("crown", "alpha"):
             self.reset_root(root)
@@ -252,7 +258,38 @@ class ReluTheory:
             else:
                 base.phase = ph.copy()
                 base.trail_len = len(self.trail)
+        if self.lp_unstable >= 0 and not base.lp_done:
+            self._relaxation_lp(base)
         return self._consequences(base)
+
+    def _relaxation_lp(self, snap):
+        """Refute open disjuncts with the triangle-relaxation LP when few neurons are unstable."""
+        lbd = snap.lbd
+        n_free_unst = int(np.count_nonzero((self.phase == 0) & (lbd.lb < 0.0) & (lbd.ub > 0.0)))
+        if n_free_unst > self.lp_unstable:
+            return
+        snap.lp_done = True
+        for i in range(len(self.disj)):
+            if snap.refuted[i] or self.sel_val[i] == -1:
+                continue
+            if time.monotonic() >= self.deadline:
+                return
+            dj = self.disj[i]
+            t = time.monotonic()
+            limit = min(self.lp_time_limit_s, self.deadline - time.monotonic())
+            ok = relaxation_lp_refutes(self.network, self.packed, lbd, self.phase, self.lb, self.ub,
+                                       dj.C, dj.d, time_limit_s=limit)
+            dt = time.monotonic() - t
+            self.t_lp += dt
+            if not ok and dt >= 0.9 * limit:        # too slow here: stop trying after a few
+                self.lp_slow += 1
+                if self.lp_slow >= 3:
+                    self.lp_unstable = -1
+                    return
+            self.n_lp += 1
+            if ok:
+                snap.refuted[i] = True
+                self.n_lp_refuted += 1
 
     def _conflict_neuron(self, c):
         """Neuron ``c`` has a phase its layer's bounds (from earlier layers) exclude."""
@@ -366,3 +403,118 @@ class ReluTheory:
         if self.pending:
             return self.pending.pop()
         return None
+
+
+# ---- relaxation LP of a partial assignment -------------------------------------------------------
+
+def relaxation_lp_refutes(network, packed, lbd, phase, xl, xu, C, d, rtol=1e-6, time_limit_s=None):
+    """True iff the triangle-relaxation LP proves ``C @ y <= d`` unreachable under ``phase``.
+
+    Variables ``x``, then ``(z_k, a_k)`` per hidden layer.  Rows: ``z_k = W_k a_{k-1} + b_k``;
+    fixed/stable neurons are exact (``a = z >= 0`` or ``a = 0 >= z``); unstable neurons use the
+    triangle ``a >= 0, a >= z, a <= u (z - l) / (u - l)`` with the sound bounds of ``lbd``; the
+    disjunct rows ``C (W_L a_{L-1} + b_L) <= d``.  Like :class:`~dpllnn.lp.highs.CellLP`, the
+    claim is made only when HiGHS finds infeasible the LP with every row and column bound loosened
+    by ``rtol * (1 + row scale)``.  Every point of the box whose pre-activations have the signs of
+    ``phase`` and whose output meets the disjunct is feasible, so the claim is sound.
+    """
+    import highspy
+
+    from ..lp.highs import _highs, _status_name
+
+    n_in = packed.n_inputs
+    L = packed.n_layers
+    sizes = [int(s) for s in packed.sizes]
+    zl, zu = lbd.z_lb, lbd.z_ub
+    ncol = n_in + 2 * packed.n_relus
+    col_lo = np.empty(ncol)
+    col_hi = np.empty(ncol)
+    col_lo[:n_in], col_hi[:n_in] = xl, xu
+    r_idx, r_val, r_start, r_lo, r_hi = [], [], [0], [], []
+    nnz = 0
+
+    def add_row(idx, val, lo, hi):
+        nonlocal nnz
+        r_idx.append(idx)
+        r_val.append(val)
+        nnz += len(idx)
+        r_start.append(nnz)
+        r_lo.append(lo)
+        r_hi.append(hi)
+
+    prev = np.arange(n_in)
+    col = n_in
+    for k in range(L + 1):
+        W = network.affines[k].W
+        b = network.affines[k].b
+        if k == L:
+            CW = C @ W
+            cb = d - C @ b
+            for r in range(C.shape[0]):
+                nz = np.flatnonzero(CW[r])
+                add_row(prev[nz], CW[r, nz], -np.inf, cb[r])
+            break
+        n_k = sizes[k + 1]
+        off = int(packed.layer_offsets[k])
+        zc = np.arange(col, col + n_k)
+        ac = zc + n_k
+        col += 2 * n_k
+        l = zl[off:off + n_k]
+        u = zu[off:off + n_k]
+        ph = phase[off:off + n_k]
+        col_lo[zc], col_hi[zc] = l, u
+        for r in range(n_k):
+            nz = np.flatnonzero(W[r])
+            add_row(np.append(prev[nz], zc[r]), np.append(-W[r, nz], 1.0), b[r], b[r])
+            lr, ur = float(l[r]), float(u[r])
+            if ph[r] == 1 or lr >= 0.0:
+                col_lo[zc[r]] = max(lr, 0.0)
+                col_lo[ac[r]], col_hi[ac[r]] = max(lr, 0.0), max(ur, 0.0)
+                add_row(np.array([zc[r], ac[r]]), np.array([1.0, -1.0]), 0.0, 0.0)
+            elif ph[r] == -1 or ur <= 0.0:
+                col_hi[zc[r]] = min(ur, 0.0)
+                col_lo[ac[r]], col_hi[ac[r]] = 0.0, 0.0
+            else:
+                col_lo[ac[r]], col_hi[ac[r]] = 0.0, ur
+                add_row(np.array([zc[r], ac[r]]), np.array([1.0, -1.0]), -np.inf, 0.0)
+                s = ur / (ur - lr)
+                add_row(np.array([zc[r], ac[r]]), np.array([-s, 1.0]), -np.inf, -s * lr)
+        prev = ac
+    idx = np.concatenate(r_idx).astype(np.int32)
+    val = np.concatenate(r_val).astype(np.float64)
+    start = np.asarray(r_start, dtype=np.int32)
+    rlo = np.asarray(r_lo, dtype=np.float64)
+    rhi = np.asarray(r_hi, dtype=np.float64)
+    if np.any(col_lo > col_hi):
+        return False          # contradictory bounds are the bound engine's business
+    # loosening, as in CellLP
+    cmax = np.maximum(np.abs(col_lo), np.abs(col_hi))
+    rowmag = np.add.reduceat(np.abs(val) * cmax[idx], start[:-1]) if val.size else np.zeros(0)
+    rhs = np.where(np.isfinite(rhi), np.abs(rhi), np.abs(np.where(np.isfinite(rlo), rlo, 0.0)))
+    loos = rtol * (1.0 + rhs + rowmag)
+    cl = rtol * (1.0 + cmax)
+    lp = highspy.HighsLp()
+    lp.num_col_ = ncol
+    lp.num_row_ = len(rlo)
+    lp.col_cost_ = np.zeros(ncol)
+    lp.col_lower_ = col_lo - cl
+    lp.col_upper_ = col_hi + cl
+    lp.row_lower_ = rlo - loos
+    lp.row_upper_ = rhi + loos
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.num_col_ = ncol
+    lp.a_matrix_.num_row_ = len(rlo)
+    lp.a_matrix_.start_ = start
+    lp.a_matrix_.index_ = idx
+    lp.a_matrix_.value_ = val
+    h = _highs()
+    if time_limit_s is not None:
+        h.setOptionValue("time_limit", float(max(time_limit_s, 0.01)))
+    h.passModel(lp)
+    h.run()
+    st = _status_name(h)
+    if st == "unbounded_or_infeasible":
+        h.setOptionValue("presolve", "off")
+        h.run()
+        st = _status_name(h)
+    return st == "infeasible"
