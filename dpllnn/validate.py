@@ -60,17 +60,40 @@ def onnxruntime_forward(path: str, x: np.ndarray, input_shape) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
+_EXPORTED: dict[int, tuple[object, str]] = {}
+
+
+def _exported_copy(network: Network) -> str:
+    """A float64 ONNX export of an in-memory network (no file behind it), made once per network.
+
+    onnxruntime then gives the second, independent forward pass that every ``sat`` needs.
+    """
+    hit = _EXPORTED.get(id(network))
+    if hit is not None and hit[0] is network:
+        return hit[1]
+    import tempfile
+
+    from .io.onnx_export import to_onnx
+
+    fd, path = tempfile.mkstemp(prefix="dpllnn-net-", suffix=".onnx")
+    os.close(fd)
+    to_onnx(network, path, dtype="float64")
+    _EXPORTED[id(network)] = (network, path)
+    return path
+
+
 def check_counterexample(network: Network, spec: Spec, x: np.ndarray,
                          use_onnxruntime: bool = True) -> Counterexample | None:
     """Validate a candidate counterexample.
 
     Parameters
     ----------
-    network : Network -- with ``source`` set to the ONNX path for the onnxruntime check
+    network : Network -- ``source`` is the ONNX file onnxruntime replays; an in-memory network
+        (``source`` None) is exported once to a temporary float64 ONNX file for that replay
     spec : Spec
     x : ndarray, shape (n_inputs,)
     use_onnxruntime : bool -- also require onnxruntime's output to satisfy the disjunct
-        (always True in the verifier; False only for networks that never had a file)
+        (always True in the verifier; False only in tests of the float64 pass itself)
 
     Returns
     -------
@@ -89,13 +112,12 @@ def check_counterexample(network: Network, spec: Spec, x: np.ndarray,
         for di, disj in enumerate(case.disjuncts):
             if not disj.holds(y64):
                 continue
-            if use_onnxruntime and network.source is not None:
+            if use_onnxruntime:
                 if y_ort is None:
-                    y_ort = onnxruntime_forward(network.source, x, network.input_shape)
+                    path = network.source or _exported_copy(network)
+                    y_ort = onnxruntime_forward(path, x, network.input_shape)
                 if not disj.holds(y_ort):
                     continue
-            elif use_onnxruntime:
-                return None
             return Counterexample(x=x.copy(), y=(y_ort if y_ort is not None else y64).copy(),
                                   y_float64=y64, case=ci, disjunct=di)
     return None

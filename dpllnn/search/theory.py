@@ -382,7 +382,7 @@ class ReluTheory:
     def _validate(self, x, dj):
         from ..attack import falsify_box, snap_float32
 
-        ort = self.network.source is not None   # in-memory networks: float64 replay only
+        ort = True   # float64 and onnxruntime, always (validate exports in-memory networks)
         cex = check_counterexample(self.network, self.spec, snap_float32(x, self.lb, self.ub), ort)
         if cex is None:
             cex = check_counterexample(self.network, self.spec, x, ort)
