@@ -14,24 +14,11 @@ import sys
 from ..errors import DpllnnError
 
 
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return v
 
 
-def _pos_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError("must be a positive finite number")
-    return v
+
+from ..argtypes import positive_float as _pos_float
+from ..argtypes import positive_int as _pos_int
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:

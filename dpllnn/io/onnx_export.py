@@ -6,13 +6,13 @@ so the IR version and opset are set explicitly (:data:`IR_VERSION`, :data:`OPSET
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..network import Network
+from .atomic import atomic_write_bytes
 
 __all__ = ["to_onnx", "IR_VERSION", "OPSET"]
 
@@ -100,18 +100,5 @@ def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     if path is not None:
-        _write_atomic(model, os.fspath(path))
+        atomic_write_bytes(os.fspath(path), model.SerializeToString())
     return model
-
-
-def _write_atomic(model: onnx.ModelProto, path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -7,13 +7,12 @@ directory, then ``os.replace``), so a reader never sees half a file.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
 import numpy as np
 
 from ..errors import InputFileError
+from .atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from ..result import Result, Verdict
 
 
@@ -26,23 +25,6 @@ def format_result(result: Result) -> str:
         parts += [f"(Y_{j} {float(v)!r})" for j, v in enumerate(cex.y)]
         lines.append("(" + "\n ".join(parts) + ")")
     return "\n".join(lines) + "\n"
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file + ``os.replace``)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_results_file(path: str, result: Result) -> None:

@@ -4,7 +4,6 @@ Wired into :mod:`dpllnn.cli` with ``add_reduce_parsers(sub)`` and the four ``cmd
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -12,37 +11,17 @@ import numpy as np
 
 from ..errors import DpllnnError, InputFileError
 
+from ..argtypes import nonneg_float as _nonneg_float
+from ..argtypes import positive_float as _pos_float
+from ..argtypes import positive_int as _pos_int
+
 __all__ = ["add_reduce_parsers", "cmd_prune", "cmd_slice", "cmd_slice_eval", "cmd_equiv"]
 
 
-def _pos_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError("must be a positive finite number")
-    return v
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError("must be a finite number >= 0")
-    return v
 
 
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return v
 
 
 def add_reduce_parsers(subparsers) -> None:
