@@ -32,6 +32,12 @@ early_stop=False, **alpha_kw)``
 return_unstable=False) -> lower (B, m)[, unstable (B,)]``
     Many input boxes at once (input splitting).
 
+``batch_crown(packed, lbs, ubs, C, d, phase=None, parallel=False, coeffs=False)
+-> (lower (B, m), unstable (B,), z_lb (B, n_z), z_ub (B, n_z), A_in (B, m, n_in) or None)``
+    CROWN on many boxes in one numba call (optionally ``prange`` over boxes); per box equal to
+    ``compute_bounds(..., "crown")`` + ``objective_bounds``; ``A_in`` are the input coefficients
+    of the objective rows' linear lower bounds (split heuristics, candidate points).
+
 ``alpha_crown(packed, lb, ub, phase, C, d, iters=20, lr=0.1, alpha0=None, base=None,
 intermediate=False, intermediate_iters=10) -> LayerBounds``
     Per-row lower slopes optimised by projected Adam; never looser than CROWN.  ``alpha0`` warm
@@ -68,11 +74,11 @@ from CROWN's slopes and keeps the best per row, so it is never looser than CROWN
 from .alpha import alpha_crown
 from .pack import PackedNet, pack
 from .warm import warmup
-from .propagate import (METHODS, LayerBounds, batch_objective_bounds, compute_bounds,
+from .propagate import (METHODS, LayerBounds, batch_crown, batch_objective_bounds, compute_bounds,
                         interval_objective_bounds, objective_bounds)
 
 __all__ = ["PackedNet", "pack", "LayerBounds", "compute_bounds", "objective_bounds",
-           "interval_objective_bounds", "batch_objective_bounds", "alpha_crown", "METHODS",
+           "interval_objective_bounds", "batch_objective_bounds", "batch_crown", "alpha_crown", "METHODS",
            "babsr_scores", "bounds_report", "warmup"]
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as K
+from .kernels_batch import crown_batch, crown_batch_parallel
 from .kernels_sym import symbolic_batch
 from .pack import PackedNet
 
@@ -324,7 +325,8 @@ def interval_objective_bounds(packed: PackedNet, layer_bounds: LayerBounds, C, d
 
 
 def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str = "symbolic",
-                           phase=None, return_unstable: bool = False, lower_mode: int = 0):
+                           phase=None, return_unstable: bool = False, lower_mode: int = 0,
+                           parallel: bool = False):
     """Lower bounds on ``C @ y - d`` for many input boxes at once (input splitting).
 
     Parameters
@@ -333,12 +335,15 @@ def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str =
     lbs, ubs : array_like, float64, shape (B, n_inputs)
     C : array_like, shape (m, n_outputs);  d : array_like, shape (m,)
     method : {"symbolic", "crown", "ibp"}
-        ``"symbolic"`` runs one batched kernel (GEMMs over all boxes); the others loop.
+        ``"symbolic"`` and ``"crown"`` run one batched kernel each (:func:`batch_crown`);
+        ``"ibp"`` loops.
     phase : array_like int8 (n_relus,), optional, shared by all boxes.
     return_unstable : bool
         Also return the per-box count of unstable neurons, int64 (B,).
     lower_mode : int
         Symbolic lower relaxation: 0 adaptive 0/1 slope, 1 Neurify parallel slope.
+    parallel : bool
+        ``"crown"`` only: spread the boxes over numba threads.
 
     Returns
     -------
@@ -361,21 +366,72 @@ def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str =
         symbolic_batch(packed.W, packed.W_abs, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu,
                        zp, C, d, packed.margin_factor, lower_mode, _EMPTY2, _EMPTY2, lower, unst, inf)
         lower[np.any(xl > xu, axis=1)] = np.inf
-    elif method in ("crown", "ibp"):
+    elif method == "crown":
+        lower, unst, _, _, _ = batch_crown(packed, xl, xu, C, d, phase=phase, parallel=parallel)
+    elif method == "ibp":
         for i in range(B):
             lbd = compute_bounds(packed, xl[i], xu[i], phase, method)
             if lbd.infeasible:
                 lower[i] = np.inf
                 continue
-            if method == "crown":
-                lower[i] = objective_bounds(packed, xl[i], xu[i], lbd, C, d)[0]
-            else:
-                lower[i] = interval_objective_bounds(packed, lbd, C, d)[0]
+            lower[i] = interval_objective_bounds(packed, lbd, C, d)[0]
             unst[i] = lbd.n_unstable
     else:
         raise ValueError(f"batch_objective_bounds: unknown method {method!r}")
     return (lower, unst) if return_unstable else lower
 
 
-__all__ = ["LayerBounds", "compute_bounds", "objective_bounds", "interval_objective_bounds",
+def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bool = False,
+                coeffs: bool = False, checked: bool = True):
+    """CROWN bounds of many input boxes in one numba call (see :mod:`.kernels_batch`).
+
+    Per box the numbers equal ``compute_bounds(packed, lb, ub, phase, "crown")`` followed by
+    ``objective_bounds(...)[0]`` (same kernels, same rounding margin).
+
+    Parameters
+    ----------
+    packed : PackedNet
+    lbs, ubs : array_like, float64, shape (B, n_inputs)
+    C : array_like, shape (m, n_outputs);  d : array_like, shape (m,)
+    phase : array_like int8 (n_relus,), optional, shared by all boxes.
+    parallel : bool
+        Spread the boxes over numba threads (``prange``).
+    coeffs : bool
+        Also return the input coefficients ``A_in`` of each row's linear lower bound
+        ``A_in x + const`` (the bound is its minimum over the box, minus the margin).
+    checked : bool
+        Validate shapes and finiteness (the search may skip it for its own arrays).
+
+    Returns
+    -------
+    lower : float64 (B, m) -- sound lower bounds on ``C @ y - d`` (``+inf``: empty box/phases)
+    unstable : int64 (B,) -- unstable hidden neurons per box (-1: empty)
+    z_lb, z_ub : float64 (B, n_z) -- hidden and output pre-activation bounds (NaN when empty)
+    A_in : float64 (B, m, n_inputs) or None
+    """
+    if checked:
+        xl = np.ascontiguousarray(np.atleast_2d(np.asarray(lbs, dtype=np.float64)))
+        xu = np.ascontiguousarray(np.atleast_2d(np.asarray(ubs, dtype=np.float64)))
+        if xl.shape != xu.shape or xl.shape[1] != packed.n_inputs:
+            raise ValueError(f"boxes must be (B, {packed.n_inputs}), got {xl.shape}, {xu.shape}")
+        if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
+            raise ValueError("input boxes must be finite")
+        C, d = _objective(C, d, packed.n_outputs)
+    else:
+        xl, xu = lbs, ubs
+    B, m = xl.shape[0], C.shape[0]
+    zp = _zphase(packed, phase)
+    lower = np.empty((B, m))
+    unst = np.empty(B, dtype=np.int64)
+    z_lb = np.empty((B, packed.n_z))
+    z_ub = np.empty((B, packed.n_z))
+    ain = np.zeros((B, m, packed.n_inputs)) if coeffs else np.zeros((0, 0, 0))
+    kern = crown_batch_parallel if parallel else crown_batch
+    kern(packed.W, packed.W_pos, packed.W_neg, packed.W_abs, packed.b, packed.w_off, packed.sizes,
+         packed.zoff, xl, xu, zp, C, np.ascontiguousarray(-d), packed.margin_factor,
+         packed.n_relus, z_lb, z_ub, lower, ain, unst)
+    return lower, unst, z_lb, z_ub, (ain if coeffs else None)
+
+
+__all__ = ["LayerBounds", "batch_crown", "compute_bounds", "objective_bounds", "interval_objective_bounds",
            "batch_objective_bounds", "magnitudes", "METHODS"]

@@ -15,7 +15,7 @@ def warmup() -> float:
     from ..network import Affine, Network
     from .alpha import alpha_crown
     from .pack import pack
-    from .propagate import batch_objective_bounds, compute_bounds
+    from .propagate import batch_crown, batch_objective_bounds, compute_bounds
     from .scores import babsr_scores
 
     t0 = time.perf_counter()
@@ -32,5 +32,6 @@ def warmup() -> float:
     compute_bounds(P, lb, ub, phase, "crown", C=C, d=d, early_stop=True)
     alpha_crown(P, lb, ub, phase, C, d, iters=2, intermediate=True, intermediate_iters=2)
     batch_objective_bounds(P, np.stack([lb, lb / 2]), np.stack([ub, ub / 2]), C, d, "symbolic")
+    batch_crown(P, np.stack([lb, lb / 2]), np.stack([ub, ub / 2]), C, d, coeffs=True)
     babsr_scores(P, r, C[0], 0.0)
     return time.perf_counter() - t0

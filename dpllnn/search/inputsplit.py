@@ -33,11 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..attack import falsify_box, snap_float32
-from ..bounds import batch_objective_bounds
+from ..bounds import batch_crown, batch_objective_bounds
 from ..result import Counterexample, Verdict
 from ..validate import check_counterexample
-from .decide_input import (bisect, box_priority, candidate_points, disjunct_scores,
-                           lookahead_children, smear_dims, smear_scores, splittable)
+from .decide_input import (bisect, box_priority, candidate_points, disjunct_margins,
+                           disjunct_scores, lookahead_children, smear_scores, splittable)
 
 __all__ = ["InputSplitSettings", "search_case"]
 
@@ -45,9 +45,14 @@ __all__ = ["InputSplitSettings", "search_case"]
 @dataclass(frozen=True)
 class InputSplitSettings:
     method: str = "crown"           # bound method: symbolic | crown | hybrid
-    split: str = "lookahead"        # split dimension: lookahead | smear
+    split: str = "smear"            # split dimension: smear | lookahead
     lookahead_method: str = "crown"  # bound method for the lookahead children
     lookahead_dims: int = 0         # lookahead on the top-k smear dimensions only (0: all)
+    smear_source: str = "crown"     # smear scores: crown (|A_in| * width of the worst row's
+    #                                 linear lower bound, free with CROWN) | grad (centre gradient)
+    points: str = "crown"           # candidate points: crown (centre + A_in minimiser corner)
+    #                                 | grad (centre + gradient corner)
+    parallel: bool = False          # numba prange over boxes in the CROWN kernel
     batch: int = 32                 # boxes popped per iteration
     crown_batch: int = 1 << 30      # at most this many CROWN calls per iteration (hybrid)
     max_pool: int = 500_000         # beyond this many open boxes, pop depth-first
@@ -62,10 +67,15 @@ class InputSplitSettings:
 DEFAULT = InputSplitSettings()
 
 
+_FIELDS = ("lo", "hi", "lower", "open", "depth", "prio", "sc")
+
+
 class _Pool:
-    """Open boxes in growable arrays: lo, hi (N, n); lower (N, m); open (N, k); depth (N,)."""
+    """Open boxes in growable arrays: lo, hi (N, n); lower (N, m); open (N, k); depth (N,);
+    prio (N,); sc (N, n) split scores (smear)."""
 
     def __init__(self, n, m, k, cap=1024):
+        self.sc = np.empty((cap, n))
         self.lo = np.empty((cap, n))
         self.hi = np.empty((cap, n))
         self.lower = np.empty((cap, m))
@@ -74,12 +84,12 @@ class _Pool:
         self.prio = np.empty(cap)
         self.size = 0
 
-    def push(self, lo, hi, lower, open_, depth, prio):
+    def push(self, lo, hi, lower, open_, depth, prio, sc):
         b = lo.shape[0]
         need = self.size + b
         if need > self.lo.shape[0]:
             cap = max(need, 2 * self.lo.shape[0])
-            for name in ("lo", "hi", "lower", "open", "depth", "prio"):
+            for name in _FIELDS:
                 old = getattr(self, name)
                 new = np.empty((cap,) + old.shape[1:], dtype=old.dtype)
                 new[:self.size] = old[:self.size]
@@ -87,6 +97,7 @@ class _Pool:
         s = slice(self.size, need)
         self.lo[s], self.hi[s], self.lower[s] = lo, hi, lower
         self.open[s], self.depth[s], self.prio[s] = open_, depth, prio
+        self.sc[s] = sc
         self.size = need
 
     def pop(self, k, depth_first=False):
@@ -96,11 +107,11 @@ class _Pool:
         else:
             key = -self.depth[:n] if depth_first else self.prio[:n]
             idx = np.argpartition(key, k)[:k]
-        out = tuple(getattr(self, a)[idx].copy() for a in ("lo", "hi", "lower", "open", "depth"))
+        out = tuple(getattr(self, a)[idx] for a in ("lo", "hi", "lower", "open", "depth", "sc"))
         keep = np.ones(n, dtype=bool)
         keep[idx] = False
         m = int(keep.sum())
-        for name in ("lo", "hi", "lower", "open", "depth", "prio"):
+        for name in _FIELDS:
             arr = getattr(self, name)
             arr[:m] = arr[:n][keep]
         self.size = m
@@ -125,6 +136,9 @@ class _Search:
         self.stable_n = 0
         self.gave_up = 0
         self.lp = None
+        self.ends = np.append(groups[1:], C.shape[0])
+        self.row_counts = np.diff(np.append(groups, C.shape[0]))
+        self.row_closed = True if len(groups) > 1 else None
 
     # ---- counterexamples --------------------------------------------------------------
     def validate(self, x):
@@ -229,16 +243,42 @@ class _Search:
     # ---- bounds -----------------------------------------------------------------------
     def bound(self, lo, hi, parent_lower, open_, method=None):
         """Row lower bounds of boxes (B, m), max'ed with the parents' (sound either way),
-        and unstable counts (B,)."""
+        unstable counts (B,), and (CROWN only, else None) smear scores (B, n) and the
+        minimiser corners (B, n) of the linear lower bound of each box's worst row."""
         method = method or self.cfg.method
-        first = "crown" if method == "crown" else "symbolic"
         self.stats["nodes"] = self.stats.get("nodes", 0) + lo.shape[0]
-        low, unst = batch_objective_bounds(self.packed, lo, hi, self.C, self.d, method=first,
+        if method == "crown":
+            low, unst, _, _, A = batch_crown(self.packed, np.ascontiguousarray(lo),
+                                             np.ascontiguousarray(hi), self.C, self.d,
+                                             parallel=self.cfg.parallel, coeffs=True,
+                                             checked=False)
+            low = np.maximum(low, parent_lower)
+            sc, pts = self._from_coeffs(lo, hi, low, open_, A)
+            return low, np.maximum(unst, 0), sc, pts
+        low, unst = batch_objective_bounds(self.packed, lo, hi, self.C, self.d, method="symbolic",
                                            return_unstable=True)
         low = np.maximum(low, parent_lower)
         if method == "hybrid":
             self.refine(lo, hi, low, unst, open_)
-        return low, unst
+        return low, unst, None, None
+
+    def _from_coeffs(self, lo, hi, low, open_, A):
+        """Smear ``|A_in[r]| * width`` and minimiser corner of row ``r`` = the best row (largest
+        lower bound) of the worst open disjunct (smallest score) of each box."""
+        B = lo.shape[0]
+        R = low.copy()
+        if self.row_closed is not None:
+            R[np.repeat(~open_, self.row_counts, axis=1)] = np.inf
+        G = np.maximum.reduceat(R, self.groups, axis=1)
+        kw = np.argmin(G, axis=1)
+        cols = np.arange(R.shape[1])
+        Rm = np.where((cols >= self.groups[kw][:, None]) & (cols < self.ends[kw][:, None]), R,
+                      -np.inf)
+        r = np.argmax(Rm, axis=1)
+        a = A[np.arange(B), r]
+        w = hi - lo
+        sc = np.abs(a) * w + 1e-12 * w / np.maximum(w.max(axis=1, keepdims=True), 1e-300)
+        return sc, np.where(a >= 0.0, lo, hi)
 
     def refine(self, lo, hi, low, unst, open_):
         """CROWN (in place) on the open boxes symbolic bounds come closest to closing."""
@@ -259,30 +299,49 @@ class _Search:
             sc |= ~open_
         return sc.all(axis=1)
 
+    def points(self, lo, hi, pts):
+        """Candidate points (centres, then corners) and their per-disjunct margins."""
+        if pts is None or self.cfg.points != "crown":
+            return candidate_points(self.network, lo, hi, self.C, self.d, self.groups)
+        P = np.vstack([0.5 * (lo + hi), pts])
+        return P, disjunct_margins(self.network.forward(P), self.C, self.d, self.groups)
+
+    def smear(self, lo, hi, open_, sc):
+        """Split scores (B, n): the stored CROWN smear, or the centre-gradient smear."""
+        if sc is None or self.cfg.smear_source != "crown":
+            return smear_scores(self.network, lo, hi, self.C, self.d, self.groups, open_)
+        return sc
+
     # ---- main loop --------------------------------------------------------------------
     def run(self):
         cfg, case, st = self.cfg, self.case, self.stats
         n, m, k = case.lb.shape[0], self.C.shape[0], len(self.groups)
         pool = _Pool(n, m, k)
         lo0, hi0 = case.lb[None].copy(), case.ub[None].copy()
-        low0, unst0 = self.bound(lo0, hi0, np.full((1, m), -np.inf), np.ones((1, k), bool))
+        low0, unst0, sc0, pts0 = self.bound(lo0, hi0, np.full((1, m), -np.inf),
+                                            np.ones((1, k), bool))
         open0 = ~(disjunct_scores(low0, self.groups) > 0.0)
         P, mg = candidate_points(self.network, lo0, hi0, self.C, self.d, self.groups)
-        cex = self.try_points(P, mg, np.vstack([open0, open0]))
+        if pts0 is not None:
+            P2, mg2 = self.points(lo0, hi0, pts0)
+            P, mg = np.vstack([P, P2[1:]]), np.vstack([mg, mg2[1:]])
+        cex = self.try_points(P, mg, np.repeat(open0, P.shape[0], axis=0))
         if cex is not None:
             return Verdict.SAT, cex
         if not open0.any():
             self._leaf(unst0)
             return Verdict.UNSAT, None
+        if sc0 is None:
+            sc0 = np.zeros((1, n))
         pool.push(lo0, hi0, low0, open0, np.zeros(1, np.int64),
-                  box_priority(disjunct_scores(low0, self.groups), open0))
+                  box_priority(disjunct_scores(low0, self.groups), open0), sc0)
         it = 0
         while pool.size:
             if time.monotonic() >= self.deadline:
                 return Verdict.TIMEOUT, None
             it += 1
             st["max_queue"] = max(st.get("max_queue", 0), pool.size)
-            lo, hi, low, open_, depth = pool.pop(cfg.batch, depth_first=pool.size > cfg.max_pool)
+            lo, hi, low, open_, depth, sc = pool.pop(cfg.batch, depth_first=pool.size > cfg.max_pool)
             if it % cfg.pgd_every == 0:
                 w = np.argsort(box_priority(disjunct_scores(low, self.groups), open_))
                 cex = self.pgd(lo[w[:cfg.pgd_boxes]], hi[w[:cfg.pgd_boxes]],
@@ -307,11 +366,11 @@ class _Search:
                     return Verdict.SAT, cex
                 self.gave_up += int(o_st.any(axis=1).sum())
                 keep = ~stuck
-                lo, hi, low, open_, depth, can = (lo[keep], hi[keep], low[keep], open_[keep],
-                                                  depth[keep], can[keep])
+                lo, hi, low, open_, depth, can, sc = (lo[keep], hi[keep], low[keep], open_[keep],
+                                                      depth[keep], can[keep], sc[keep])
                 if lo.shape[0] == 0:
                     continue
-            lo2, hi2, low2, unst2, par = self.split(lo, hi, low, open_, can)
+            lo2, hi2, low2, unst2, par, sc2, pts2 = self.split(lo, hi, low, open_, can, sc)
             open2 = open_[par] & ~(disjunct_scores(low2, self.groups) > 0.0)
             if cfg.lp_max_unstable >= 0:
                 cex = self.lp_pass(lo2, hi2, low2, open2, unst2, cfg.lp_max_unstable,
@@ -327,29 +386,32 @@ class _Search:
             if live.any():
                 lo2, hi2, low2, open2, depth2 = (lo2[live], hi2[live], low2[live], open2[live],
                                                  depth2[live])
-                P, mg = candidate_points(self.network, lo2, hi2, self.C, self.d, self.groups)
+                sc2 = np.zeros_like(lo2) if sc2 is None else sc2[live]
+                P, mg = self.points(lo2, hi2, None if pts2 is None else pts2[live])
                 cex = self.try_points(P, mg, np.vstack([open2, open2]))
                 if cex is not None:
                     return Verdict.SAT, cex
                 pool.push(lo2, hi2, low2, open2, depth2,
-                          box_priority(disjunct_scores(low2, self.groups), open2))
+                          box_priority(disjunct_scores(low2, self.groups), open2), sc2)
         return (Verdict.UNKNOWN if self.gave_up else Verdict.UNSAT), None
 
-    def split(self, lo, hi, low, open_, can):
-        """Bisect every box; returns children (lo2, hi2, lower2, unstable2, parent index)."""
+    def split(self, lo, hi, low, open_, can, sc):
+        """Bisect every box; returns children (lo2, hi2, lower2, unstable2, parent index,
+        smear2 or None, corners2 or None)."""
         B, n = lo.shape
         par = np.repeat(np.arange(B), 2)
         if self.cfg.split == "lookahead":
             q = n if not 0 < self.cfg.lookahead_dims < n else self.cfg.lookahead_dims
             if q < n:
-                sm = smear_scores(self.network, lo, hi, self.C, self.d, self.groups, open_)
+                sm = self.smear(lo, hi, open_, sc)
+                sm = np.where(can, sm, -1.0)
                 cand = np.argsort(-sm, axis=1, kind="stable")[:, :q]
             else:
                 cand = np.tile(np.arange(n), (B, 1))
             L_lo, L_hi = lookahead_children(lo, hi, cand)
             op = np.repeat(open_, 2 * q, axis=0)
-            L_low, L_un = self.bound(L_lo, L_hi, np.repeat(low, 2 * q, axis=0), op,
-                                     method=self.cfg.lookahead_method)
+            L_low, L_un, L_sc, L_pts = self.bound(L_lo, L_hi, np.repeat(low, 2 * q, axis=0), op,
+                                                  method=self.cfg.lookahead_method)
             pr = box_priority(disjunct_scores(L_low, self.groups), op)
             val = np.maximum(np.minimum(pr, 0.0).reshape(B, q, 2).sum(axis=2), -1e300)
             w = np.take_along_axis(hi - lo, cand, axis=1)
@@ -359,17 +421,20 @@ class _Search:
             rows = ((np.arange(B) * q + pick) * 2)[:, None] + np.arange(2)
             rows = rows.reshape(-1)
             lo2, hi2, low2, un2 = L_lo[rows], L_hi[rows], L_low[rows], L_un[rows]
+            sc2 = None if L_sc is None else L_sc[rows]
+            pts2 = None if L_pts is None else L_pts[rows]
             if self.cfg.method == "hybrid" and self.cfg.lookahead_method == "symbolic":
                 self.refine(lo2, hi2, low2, un2, open_[par])
             elif self.cfg.method == "crown" and self.cfg.lookahead_method == "symbolic":
-                lc, uc = self.bound(lo2, hi2, low2, open_[par], method="crown")
+                lc, uc, sc2, pts2 = self.bound(lo2, hi2, low2, open_[par], method="crown")
                 low2 = np.maximum(low2, lc)
                 un2 = np.minimum(un2, uc)
-            return lo2, hi2, low2, un2, par
-        dims = smear_dims(self.network, lo, hi, self.C, self.d, self.groups, open_)
+            return lo2, hi2, low2, un2, par, sc2, pts2
+        sm = np.where(can, self.smear(lo, hi, open_, sc), -1.0)
+        dims = np.argmax(sm, axis=1)
         lo2, hi2 = bisect(lo, hi, dims)
-        low2, un2 = self.bound(lo2, hi2, low[par], open_[par])
-        return lo2, hi2, low2, un2, par
+        low2, un2, sc2, pts2 = self.bound(lo2, hi2, low[par], open_[par])
+        return lo2, hi2, low2, un2, par, sc2, pts2
 
     def _leaf(self, unst):
         self.stats["boxes_proved"] = self.stats.get("boxes_proved", 0) + int(unst.size)
