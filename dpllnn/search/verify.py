@@ -160,6 +160,8 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
             if len(still2) < len(still):
                 stats["alpha_refuted"] = stats.get("alpha_refuted", 0) + len(still) - len(still2)
             still = still2
+            if lbd2 is not None and not lbd2.infeasible:
+                lbd = lbd2  # tighter root (alpha-CROWN) for the search to start from
         open_per_case[ci], roots[ci] = still, lbd
     stats["root_bounds_s"] = time.monotonic() - t
     stats["root_refuted"] = sum(len(spec.cases[ci].disjuncts) - len(v)
@@ -174,18 +176,26 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
         return search_parallel(network, spec, todo, open_per_case, chosen=chosen,
                                deadline=deadline, seed=seed, workers=workers, stats=stats,
                                done=done)
-    verdicts = []
-    for ci in todo:
-        if time.monotonic() >= deadline:
-            verdicts.append(Verdict.TIMEOUT)
+    # Several cases: the first pass gives each case an equal share of the remaining time (so a
+    # counterexample in a later case is not starved by a hard first case); a second pass gives
+    # the cases that ran out of their share all the time that is left.
+    verdicts = {ci: Verdict.TIMEOUT for ci in todo}
+    for final in (False, True):
+        pending = [ci for ci in todo if verdicts[ci] is Verdict.TIMEOUT]
+        for k, ci in enumerate(pending):
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            share = deadline if final else now + (deadline - now) / (len(pending) - k)
+            v, cex = search_case_dispatch(chosen, network, spec, ci, open_per_case[ci],
+                                          packed=packed, deadline=share, seed=seed, stats=stats,
+                                          root=roots[ci])
+            if v is Verdict.SAT:
+                return done(Verdict.SAT, cex, f"{chosen} search")
+            verdicts[ci] = v
+        if len(todo) == 1 or time.monotonic() >= deadline:
             break
-        v, cex = search_case_dispatch(chosen, network, spec, ci, open_per_case[ci], packed=packed,
-                                      deadline=deadline, seed=seed, stats=stats, root=roots[ci])
-        if v is Verdict.SAT:
-            return done(Verdict.SAT, cex, f"{chosen} search")
-        verdicts.append(v)
-    verdicts += [Verdict.TIMEOUT] * (len(todo) - len(verdicts))
-    v = Verdict.combine(verdicts)
+    v = Verdict.combine(verdicts.values())
     reason = {Verdict.UNSAT: f"{chosen} search", Verdict.TIMEOUT: "time limit reached",
               Verdict.UNKNOWN: "search gave up without a proof or counterexample"}[v]
     return done(v, reason=reason)
