@@ -45,14 +45,15 @@ __all__ = ["InputSplitSettings", "search_case"]
 @dataclass(frozen=True)
 class InputSplitSettings:
     method: str = "crown"           # bound method: symbolic | crown | hybrid
-    split: str = "smear"            # split dimension: smear | lookahead
+    split: str = "lookahead"        # split dimension: lookahead | smear
     lookahead_method: str = "crown"  # bound method for the lookahead children
-    lookahead_dims: int = 0         # lookahead on the top-k smear dimensions only (0: all)
+    lookahead_dims: int = 2         # lookahead on the top-k smear dimensions only (0: all)
     smear_source: str = "crown"     # smear scores: crown (|A_in| * width of the worst row's
     #                                 linear lower bound, free with CROWN) | grad (centre gradient)
     points: str = "crown"           # candidate points: crown (centre + A_in minimiser corner)
     #                                 | grad (centre + gradient corner)
     parallel: bool = False          # numba prange over boxes in the CROWN kernel
+    combine_rows: bool = True       # add exact means of a disjunct's rows (combined_rows)
     batch: int = 32                 # boxes popped per iteration
     crown_batch: int = 1 << 30      # at most this many CROWN calls per iteration (hybrid)
     max_pool: int = 500_000         # beyond this many open boxes, pop depth-first
@@ -118,9 +119,63 @@ class _Pool:
         return out
 
 
-def _stack(case, idx):
+def _exact_mean(rows):
+    """``mean`` of the rows of a (r, n) array, r a power of two, when every sum is exact in float
+    (checked by TwoSum's error term), else None."""
+    a = rows
+    while a.shape[0] > 1:
+        x, y = a[0::2], a[1::2]
+        s = x + y
+        bv = s - x
+        err = (x - (s - bv)) + (y - bv)
+        if np.any(err != 0.0) or not np.all(np.isfinite(s)):
+            return None
+        a = s
+    out = a[0] / rows.shape[0]
+    return out if np.all(out * rows.shape[0] == a[0]) else None
+
+
+def _mean_up(v):
+    """The smallest float ``>=`` the exact mean of ``v`` (exact rational arithmetic)."""
+    from fractions import Fraction
+    exact = sum(Fraction(float(x)) for x in v) / len(v)
+    f = float(exact)
+    return f if Fraction(f) >= exact else float(np.nextafter(f, np.inf))
+
+
+def combined_rows(C, d):
+    """Rows implied by the conjunction ``C y <= d`` (one disjunct): the means of every pair of
+    rows, and of all rows when their number is 4.  A convex combination of the rows is ``<= 0``
+    wherever all rows are, so a lower bound ``> 0`` on it refutes the disjunct just as well, and
+    it can refute a box that no single row does.  Soundness in float: the coefficients are kept
+    only when computed exactly (:func:`_exact_mean`), and the right-hand side is the exact mean
+    rounded up (:func:`_mean_up`; rounding up only weakens the row).
+    Returns (C2, d2) of the extra rows (possibly 0 rows)."""
+    r = C.shape[0]
+    subsets = [(i, j) for i in range(r) for j in range(i + 1, r)] if r <= 6 else []
+    if r == 4:
+        subsets.append((0, 1, 2, 3))
+    C2, d2 = [], []
+    for sub in subsets:
+        idx = list(sub)
+        c = _exact_mean(C[idx])
+        if c is None:
+            continue
+        dm = _mean_up(d[idx])
+        C2.append(c)
+        d2.append(dm)
+    if not C2:
+        return np.zeros((0, C.shape[1])), np.zeros(0)
+    return np.array(C2), np.array(d2)
+
+
+def _stack(case, idx, combine=False):
     Cs = [case.disjuncts[i].C for i in idx]
     ds = [case.disjuncts[i].d for i in idx]
+    if combine:
+        ext = [combined_rows(c, dd) for c, dd in zip(Cs, ds)]
+        Cs = [np.vstack([c, e[0]]) for c, e in zip(Cs, ext)]
+        ds = [np.concatenate([dd, e[1]]) for dd, e in zip(ds, ext)]
     groups = np.cumsum([0] + [c.shape[0] for c in Cs[:-1]]).astype(np.int64)
     return np.ascontiguousarray(np.vstack(Cs)), np.ascontiguousarray(np.concatenate(ds)), groups
 
@@ -494,7 +549,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
                 if cex is not None:
                     return Verdict.SAT, cex
             return Verdict.UNKNOWN, None
-        C, d, groups = _stack(case, idx)
+        C, d, groups = _stack(case, idx, cfg.combine_rows)
         s = _Search(network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg)
         try:
             with _single_threaded_blas():
