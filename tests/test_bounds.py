@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpllnn.bounds import (alpha_crown, batch_objective_bounds, compute_bounds, objective_bounds, pack)
+from dpllnn.bounds import (alpha_crown, batch_crown, batch_objective_bounds, compute_bounds,
+                           objective_bounds, pack)
 from dpllnn.bounds.scores import babsr_scores, backward_coefficients
 from dpllnn.network import Affine, Network
 
@@ -283,6 +284,45 @@ def test_batch_matches_single(prob):
             if ok.any():
                 obj = Y[ok] @ C.T.astype(np.longdouble) - d
                 assert np.all(obj >= low[i])
+
+
+@HSET
+@given(problems(), st.booleans())
+def test_batch_crown_equals_single_and_contains_samples(prob, parallel):
+    """batch_crown per box == compute_bounds("crown") + objective_bounds (same kernels), under
+    shared phases too (infeasible boxes -> +inf), and every consistent sample in a sub-box lies
+    within that box's hidden, output and objective bounds."""
+    net, xl, xu, phase, C, d, X, Z, Y = prob
+    P = pack(net)
+    rng = np.random.default_rng(len(X) + 1)
+    B = 6
+    t = rng.random((B, xl.size))
+    w = rng.random((B, xl.size)) * (1 - t)
+    lbs, ubs = xl + t * (xu - xl), xl + (t + w) * (xu - xl)
+    lbs[0], ubs[0] = xl, xu
+    for ph in (None, phase):
+        low, unst, zl, zu, A = batch_crown(P, lbs, ubs, C, d, phase=ph, parallel=parallel,
+                                           coeffs=True)
+        assert A.shape == (B, C.shape[0], xl.size)
+        phz = np.zeros(net.n_relus, dtype=np.int8) if ph is None else ph
+        for i in range(B):
+            single = compute_bounds(P, lbs[i], ubs[i], ph, "crown")
+            if single.infeasible:
+                assert np.all(low[i] == np.inf) and unst[i] == -1
+                continue
+            lo_s, _ = objective_bounds(P, lbs[i], ubs[i], single, C, d)
+            assert np.array_equal(low[i], lo_s)
+            assert np.array_equal(zl[i], single.z_lb) and np.array_equal(zu[i], single.z_ub)
+            assert unst[i] == single.n_unstable
+            inside = np.all((X >= lbs[i]) & (X <= ubs[i]), axis=1) & consistent(Z, phz)
+            if inside.any():
+                Zi, Yi = Z[inside], Y[inside]
+                assert np.all(Zi >= zl[i][:net.n_relus]) and np.all(Zi <= zu[i][:net.n_relus])
+                assert np.all(Yi >= zl[i][net.n_relus:]) and np.all(Yi <= zu[i][net.n_relus:])
+                obj = Yi @ C.T.astype(np.longdouble) - d.astype(np.longdouble)
+                assert np.all(obj >= low[i])
+    low2 = batch_objective_bounds(P, lbs, ubs, C, d, method="crown")
+    assert np.array_equal(low2, batch_crown(P, lbs, ubs, C, d)[0])
 
 
 def test_phase_semantics_and_infeasible():
