@@ -19,7 +19,7 @@ from .kernels import objective_lower, propagate_layers
 
 @njit(cache=True)
 def _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam, n_relus,
-               zl, zu, low, ain, store_ain):
+               zl, zu, low, ain, store_ain, early_stop):
     """One box: hidden/output bounds into ``zl``/``zu`` (n_z,), objective lower bounds into
     ``low`` (m,) (``+inf`` when the box or the phases are empty), input coefficients of the
     objective's linear lower bound into ``ain`` (m, n_in) if ``store_ain``.  Returns the
@@ -45,7 +45,7 @@ def _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam,
             zu[i] = np.nan
         wa = np.zeros(nz)
         bad = propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, zl, zu, wa,
-                               0, True, ilb, iub, gam, False)
+                               0, True, ilb, iub, gam, early_stop)
     if bad >= 0:
         for r in range(m):
             low[r] = np.inf
@@ -66,12 +66,14 @@ def _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam,
 
 @njit(cache=True)
 def crown_batch(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam, n_relus,
-                zl, zu, low, ain, unst):
+                zl, zu, low, ain, unst, early_stop):
     """CROWN on boxes ``xl``/``xu`` (B, n_in) sequentially.
 
     ``phase`` (n_z,) int8 shared; ``P`` (m, n_out), ``c`` (m,): objective ``P y + c``.
     Writes ``zl``/``zu`` (B, n_z), ``low`` (B, m), ``unst`` (B,) (-1: infeasible) and, when
-    ``ain`` has B rows, ``ain`` (B, m, n_in).
+    ``ain`` has B rows, ``ain`` (B, m, n_in).  ``early_stop``: as in
+    :func:`dpllnn.bounds.kernels.propagate_layers` (hidden bounds of neurons proven stable are
+    then the interval that proved them; the objective bound stays sound).
     """
     B = xl.shape[0]
     store = ain.shape[0] == B
@@ -79,12 +81,12 @@ def crown_batch(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam
     for b in range(B):
         a = ain[b] if store else empty3[0]
         unst[b] = _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl[b], xu[b], phase, P, c,
-                             gam, n_relus, zl[b], zu[b], low[b], a, store)
+                             gam, n_relus, zl[b], zu[b], low[b], a, store, early_stop)
 
 
 @njit(cache=True, parallel=True)
 def crown_batch_parallel(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam,
-                         n_relus, zl, zu, low, ain, unst):
+                         n_relus, zl, zu, low, ain, unst, early_stop):
     """:func:`crown_batch` with the boxes spread over threads (``numba.prange``)."""
     B = xl.shape[0]
     store = ain.shape[0] == B
@@ -92,4 +94,4 @@ def crown_batch_parallel(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, 
     for b in prange(B):
         a = ain[b] if store else empty3[0]
         unst[b] = _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl[b], xu[b], phase, P, c,
-                             gam, n_relus, zl[b], zu[b], low[b], a, store)
+                             gam, n_relus, zl[b], zu[b], low[b], a, store, early_stop)

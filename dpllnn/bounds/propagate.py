@@ -382,7 +382,7 @@ def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str =
 
 
 def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bool = False,
-                coeffs: bool = False, checked: bool = True):
+                coeffs: bool = False, checked: bool = True, early_stop: bool = False):
     """CROWN bounds of many input boxes in one numba call (see :mod:`.kernels_batch`).
 
     Per box the numbers equal ``compute_bounds(packed, lb, ub, phase, "crown")`` followed by
@@ -401,6 +401,8 @@ def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bo
         ``A_in x + const`` (the bound is its minimum over the box, minus the margin).
     checked : bool
         Validate shapes and finiteness (the search may skip it for its own arrays).
+    early_stop : bool
+        As in :func:`compute_bounds` (then equal to ``compute_bounds(..., early_stop=True)``).
 
     Returns
     -------
@@ -429,7 +431,7 @@ def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bo
     kern = crown_batch_parallel if parallel else crown_batch
     kern(packed.W, packed.W_pos, packed.W_neg, packed.W_abs, packed.b, packed.w_off, packed.sizes,
          packed.zoff, xl, xu, zp, C, np.ascontiguousarray(-d), packed.margin_factor,
-         packed.n_relus, z_lb, z_ub, lower, ain, unst)
+         packed.n_relus, z_lb, z_ub, lower, ain, unst, early_stop)
     return lower, unst, z_lb, z_ub, (ain if coeffs else None)
 
 

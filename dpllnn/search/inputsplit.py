@@ -53,6 +53,7 @@ class InputSplitSettings:
     points: str = "crown"           # candidate points: crown (centre + A_in minimiser corner)
     #                                 | grad (centre + gradient corner)
     parallel: bool = False          # numba prange over boxes in the CROWN kernel
+    early_stop: bool = False        # CROWN: stop a neuron's back-substitution once its sign is proved
     combine_rows: bool = True       # add exact means of a disjunct's rows (combined_rows)
     batch: int = 32                 # boxes popped per iteration
     crown_batch: int = 1 << 30      # at most this many CROWN calls per iteration (hybrid)
@@ -306,7 +307,7 @@ class _Search:
             low, unst, _, _, A = batch_crown(self.packed, np.ascontiguousarray(lo),
                                              np.ascontiguousarray(hi), self.C, self.d,
                                              parallel=self.cfg.parallel, coeffs=True,
-                                             checked=False)
+                                             checked=False, early_stop=self.cfg.early_stop)
             low = np.maximum(low, parent_lower)
             sc, pts = self._from_coeffs(lo, hi, low, open_, A)
             return low, np.maximum(unst, 0), sc, pts
