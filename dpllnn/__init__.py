@@ -10,6 +10,11 @@ counterexample exists, ``unsat`` means the property is proved.
 from __future__ import annotations
 
 import os as _os
+import time as _time
+
+#: monotonic time at which dpllnn was first imported: the CLI charges start-up (imports of numpy,
+#: numba, onnx, ... which take seconds on a loaded machine) to the user's --timeout
+START_MONOTONIC = _time.monotonic()
 
 # One BLAS thread per process: the matrices are small, and multi-threaded OpenBLAS measured 2-8x
 # slower under contention (benchmarks/bench_bounds.py); parallelism comes from worker processes.

@@ -102,7 +102,9 @@ def cmd_verify(args) -> int:
     from .io.witness import write_results_file
     from .search.verify import verify
 
-    t0 = time.monotonic()
+    from . import START_MONOTONIC
+
+    t0 = START_MONOTONIC  # the timeout covers start-up and loading too
     net, spec = _load(args)
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
     from .search.portfolio import default_workers
