@@ -209,3 +209,30 @@ def test_acasxu_sample(bench_root):
     assert not wrong
     assert not undecided
     assert time.monotonic() - t0 < 120
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**31 - 1), r=st.integers(1, 5), integer=st.booleans())
+def test_combined_rows_are_implied(seed, r, integer):
+    """Every extra row is implied by its disjunct in exact arithmetic: at points where all rows
+    hold (checked with Fractions), the combined rows hold too."""
+    from fractions import Fraction
+
+    from dpllnn.search.inputsplit import combined_rows
+    rng = np.random.default_rng(seed)
+    n = 3
+    C = rng.integers(-2, 3, size=(r, n)).astype(float) if integer else rng.normal(size=(r, n))
+    d = rng.normal(size=r)
+    C2, d2 = combined_rows(C, d)
+    assert C2.shape[1] == n and C2.shape[0] == d2.shape[0]
+    if integer and r >= 2:
+        assert C2.shape[0] > 0
+    for _ in range(200):
+        y = rng.normal(size=n) * 3
+        yf = [Fraction(float(v)) for v in y]
+        holds = all(sum(Fraction(float(C[i, j])) * yf[j] for j in range(n)) <= Fraction(float(d[i]))
+                    for i in range(r))
+        if not holds:
+            continue
+        for c, dd in zip(C2, d2):
+            assert sum(Fraction(float(c[j])) * yf[j] for j in range(n)) <= Fraction(float(dd))

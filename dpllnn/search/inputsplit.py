@@ -54,7 +54,8 @@ class InputSplitSettings:
     #                                 | grad (centre + gradient corner)
     parallel: bool = False          # numba prange over boxes in the CROWN kernel
     early_stop: bool = False        # CROWN: stop a neuron's back-substitution once its sign is proved
-    combine_rows: bool = True       # add exact means of a disjunct's rows (combined_rows)
+    combine_rows: bool = True       # add exact convex combinations of a disjunct's rows
+    combine_q: int = 0              # their weights are multiples of 1/q (0: auto, see combined_rows)
     batch: int = 32                 # boxes popped per iteration
     crown_batch: int = 1 << 30      # at most this many CROWN calls per iteration (hybrid)
     max_pool: int = 500_000         # beyond this many open boxes, pop depth-first
@@ -120,61 +121,67 @@ class _Pool:
         return out
 
 
-def _exact_mean(rows):
-    """``mean`` of the rows of a (r, n) array, r a power of two, when every sum is exact in float
-    (checked by TwoSum's error term), else None."""
-    a = rows
-    while a.shape[0] > 1:
-        x, y = a[0::2], a[1::2]
-        s = x + y
-        bv = s - x
-        err = (x - (s - bv)) + (y - bv)
-        if np.any(err != 0.0) or not np.all(np.isfinite(s)):
-            return None
-        a = s
-    out = a[0] / rows.shape[0]
-    return out if np.all(out * rows.shape[0] == a[0]) else None
+def _weights(r, q):
+    """Weight vectors with entries in ``{0, 1/q, ..., 1}``, sum 1, at least two nonzero."""
+    out = []
+
+    def rec(prefix, left):
+        if len(prefix) == r - 1:
+            w = prefix + [left]
+            if sum(1 for x in w if x) >= 2:
+                out.append(w)
+            return
+        for v in range(left + 1):
+            rec(prefix + [v], left - v)
+    rec([], q)
+    return out
 
 
-def _mean_up(v):
-    """The smallest float ``>=`` the exact mean of ``v`` (exact rational arithmetic)."""
+def combined_rows(C, d, q=None):
+    """Rows implied by the conjunction ``C y <= d`` (one disjunct): convex combinations of its
+    rows with weights in multiples of ``1/q`` (``q = 4`` for up to 4 rows, ``2`` for up to 6,
+    none beyond).  A convex combination of the rows is ``<= 0`` wherever all rows are, so a lower
+    bound ``> 0`` on it refutes the disjunct just as well, and it can refute a box that no single
+    row does.  Soundness in float: the combination is computed in exact rational arithmetic; its
+    coefficients are kept only when they are floats exactly, and its right-hand side is rounded up
+    (which only weakens the row).  Returns (C2, d2) of the extra rows (possibly 0 rows)."""
     from fractions import Fraction
-    exact = sum(Fraction(float(x)) for x in v) / len(v)
-    f = float(exact)
-    return f if Fraction(f) >= exact else float(np.nextafter(f, np.inf))
-
-
-def combined_rows(C, d):
-    """Rows implied by the conjunction ``C y <= d`` (one disjunct): the means of every pair of
-    rows, and of all rows when their number is 4.  A convex combination of the rows is ``<= 0``
-    wherever all rows are, so a lower bound ``> 0`` on it refutes the disjunct just as well, and
-    it can refute a box that no single row does.  Soundness in float: the coefficients are kept
-    only when computed exactly (:func:`_exact_mean`), and the right-hand side is the exact mean
-    rounded up (:func:`_mean_up`; rounding up only weakens the row).
-    Returns (C2, d2) of the extra rows (possibly 0 rows)."""
     r = C.shape[0]
-    subsets = [(i, j) for i in range(r) for j in range(i + 1, r)] if r <= 6 else []
-    if r == 4:
-        subsets.append((0, 1, 2, 3))
+    if q is None:
+        q = 4 if r <= 4 else (2 if r <= 6 else 0)
     C2, d2 = [], []
-    for sub in subsets:
-        idx = list(sub)
-        c = _exact_mean(C[idx])
-        if c is None:
+    if q < 2 or r < 2:
+        return np.zeros((0, C.shape[1])), np.zeros(0)
+    Cf = [[Fraction(float(v)) for v in row] for row in C]
+    df = [Fraction(float(v)) for v in d]
+    for w in _weights(r, q):
+        coef = []
+        ok = True
+        for j in range(C.shape[1]):
+            e = sum(Fraction(w[i], q) * Cf[i][j] for i in range(r) if w[i])
+            f = float(e)
+            if Fraction(f) != e:
+                ok = False
+                break
+            coef.append(f)
+        if not ok:
             continue
-        dm = _mean_up(d[idx])
-        C2.append(c)
-        d2.append(dm)
+        e = sum(Fraction(w[i], q) * df[i] for i in range(r) if w[i])
+        f = float(e)
+        if Fraction(f) < e:
+            f = float(np.nextafter(f, np.inf))
+        C2.append(coef)
+        d2.append(f)
     if not C2:
         return np.zeros((0, C.shape[1])), np.zeros(0)
     return np.array(C2), np.array(d2)
 
 
-def _stack(case, idx, combine=False):
+def _stack(case, idx, combine=False, q=0):
     Cs = [case.disjuncts[i].C for i in idx]
     ds = [case.disjuncts[i].d for i in idx]
     if combine:
-        ext = [combined_rows(c, dd) for c, dd in zip(Cs, ds)]
+        ext = [combined_rows(c, dd, q or None) for c, dd in zip(Cs, ds)]
         Cs = [np.vstack([c, e[0]]) for c, e in zip(Cs, ext)]
         ds = [np.concatenate([dd, e[1]]) for dd, e in zip(ds, ext)]
     groups = np.cumsum([0] + [c.shape[0] for c in Cs[:-1]]).astype(np.int64)
@@ -373,6 +380,8 @@ class _Search:
         cfg, case, st = self.cfg, self.case, self.stats
         n, m, k = case.lb.shape[0], self.C.shape[0], len(self.groups)
         pool = _Pool(n, m, k)
+        wid0 = np.where(case.ub > case.lb, case.ub - case.lb, 1.0)
+        self.vol_proved = 0.0
         lo0, hi0 = case.lb[None].copy(), case.ub[None].copy()
         low0, unst0, sc0, pts0 = self.bound(lo0, hi0, np.full((1, m), -np.inf),
                                             np.ones((1, k), bool))
@@ -438,6 +447,8 @@ class _Search:
             closed = ~open2.any(axis=1)
             if closed.any():
                 self._leaf(unst2[closed])
+                self.vol_proved += float(np.prod((hi2[closed] - lo2[closed]) / wid0, axis=1).sum())
+                st["volume_proved"] = self.vol_proved
             live = ~closed
             if live.any():
                 lo2, hi2, low2, open2, depth2 = (lo2[live], hi2[live], low2[live], open2[live],
@@ -550,7 +561,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
                 if cex is not None:
                     return Verdict.SAT, cex
             return Verdict.UNKNOWN, None
-        C, d, groups = _stack(case, idx, cfg.combine_rows)
+        C, d, groups = _stack(case, idx, cfg.combine_rows, cfg.combine_q)
         s = _Search(network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg)
         try:
             with _single_threaded_blas():
