@@ -54,6 +54,7 @@ class InputSplitSettings:
     #                                 | grad (centre + gradient corner)
     parallel: bool = False          # numba prange over boxes in the CROWN kernel
     early_stop: bool = False        # CROWN: stop a neuron's back-substitution once its sign is proved
+    hot_points: int = 4             # PGD every pgd_every batches from this many smallest-margin points
     combine_rows: bool = True       # add exact convex combinations of a disjunct's rows
     combine_q: int = 0              # their weights are multiples of 1/q (0: auto, see combined_rows)
     batch: int = 32                 # boxes popped per iteration
@@ -199,6 +200,7 @@ class _Search:
         self.stable_n = 0
         self.gave_up = 0
         self.lp = None
+        self.hot = []
         self.ends = np.append(groups[1:], C.shape[0])
         self.row_counts = np.diff(np.append(groups, C.shape[0]))
         self.row_closed = True if len(groups) > 1 else None
@@ -214,15 +216,51 @@ class _Search:
                 return cex
         return None
 
-    def try_points(self, P, margins, open_):
-        """Validate points whose margin is <= 0 for an open disjunct (best first)."""
+    def try_points(self, P, margins, open_, lo=None, hi=None):
+        """Validate points whose margin is <= 0 for an open disjunct (best first).  With the
+        boxes (``P`` = centres then corners of boxes ``lo``/``hi``), remember the points with the
+        smallest margins as PGD starts (:meth:`pgd_hot`)."""
         ok = np.where(open_, margins, np.inf).min(axis=1)
+        if lo is not None and self.cfg.hot_points > 0 and ok.size:
+            j = int(np.argmin(ok))
+            if np.isfinite(ok[j]):
+                b = j % lo.shape[0]
+                self.hot.append((float(ok[j]), P[j].copy(), lo[b].copy(), hi[b].copy(),
+                                 open_[j].copy()))
+                if len(self.hot) > 4 * self.cfg.hot_points:
+                    self.hot.sort(key=lambda h: h[0])
+                    del self.hot[self.cfg.hot_points:]
         for j in np.argsort(ok)[:8]:
             if ok[j] > 0:
                 break
             cex = self.validate(P[j])
             if cex is not None:
                 return cex
+        return None
+
+    def pgd_hot(self, it):
+        """PGD from the remembered points with the smallest margins, each in its box."""
+        if not self.hot:
+            return None
+        self.hot.sort(key=lambda h: h[0])
+        hot, self.hot = self.hot[:self.cfg.hot_points], []
+        ends = self.ends
+        for j, (_, x, lo, hi, op) in enumerate(hot):
+            if time.monotonic() > self.deadline:
+                return None
+            sel = np.flatnonzero(op)
+            if sel.size == 0:
+                continue
+            rows = np.concatenate([np.arange(self.groups[s], ends[s]) for s in sel])
+            g = np.cumsum([0] + [ends[s] - self.groups[s] for s in sel[:-1]]).astype(np.int64)
+            xb, m = falsify_box(self.network, lo, hi, self.C[rows], self.d[rows],
+                                seed=self.seed + it * 17 + j, steps=20, restarts=4, x0=x,
+                                deadline=self.deadline, groups=g if len(g) > 1 else None)
+            self.stats["pgd_hot_runs"] = self.stats.get("pgd_hot_runs", 0) + 1
+            if m <= 0:
+                cex = self.validate(xb)
+                if cex is not None:
+                    return cex
         return None
 
     def pgd(self, lo, hi, open_, it):
@@ -413,6 +451,9 @@ class _Search:
                                open_[w[:cfg.pgd_boxes]], it)
                 if cex is not None:
                     return Verdict.SAT, cex
+                cex = self.pgd_hot(it)
+                if cex is not None:
+                    return Verdict.SAT, cex
             # boxes at float resolution: try their points, then give up on them
             can = splittable(lo, hi)
             stuck = ~can.any(axis=1)
@@ -455,7 +496,7 @@ class _Search:
                                                  depth2[live])
                 sc2 = np.zeros_like(lo2) if sc2 is None else sc2[live]
                 P, mg = self.points(lo2, hi2, None if pts2 is None else pts2[live])
-                cex = self.try_points(P, mg, np.vstack([open2, open2]))
+                cex = self.try_points(P, mg, np.vstack([open2, open2]), lo2, hi2)
                 if cex is not None:
                     return Verdict.SAT, cex
                 pool.push(lo2, hi2, low2, open2, depth2,
