@@ -323,6 +323,23 @@ def test_batch_crown_equals_single_and_contains_samples(prob, parallel):
                 assert np.all(obj >= low[i])
     low2 = batch_objective_bounds(P, lbs, ubs, C, d, method="crown")
     assert np.array_equal(low2, batch_crown(P, lbs, ubs, C, d)[0])
+    # inherited bounds: every sub-box intersects the whole box's bounds; still sound, never looser
+    low, unst, zl, zu, _ = batch_crown(P, lbs, ubs, C, d, phase=phase)
+    if unst[0] >= 0:
+        low3, unst3, zl3, zu3, _ = batch_crown(P, lbs, ubs, C, d, phase=phase,
+                                               prev_lb=np.repeat(zl[:1], B, 0),
+                                               prev_ub=np.repeat(zu[:1], B, 0))
+        for i in range(B):
+            if unst3[i] < 0:
+                continue
+            assert unst[i] >= 0
+            assert np.all(zl3[i] >= zl[0]) and np.all(zu3[i] <= zu[0])
+            inside = np.all((X >= lbs[i]) & (X <= ubs[i]), axis=1) & consistent(Z, phase)
+            if inside.any():
+                Zi, Yi = Z[inside], Y[inside]
+                assert np.all(Zi >= zl3[i][:net.n_relus]) and np.all(Zi <= zu3[i][:net.n_relus])
+                obj = Yi @ C.T.astype(np.longdouble) - d.astype(np.longdouble)
+                assert np.all(obj >= low3[i])
 
 
 def test_phase_semantics_and_infeasible():

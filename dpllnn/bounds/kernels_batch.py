@@ -19,7 +19,7 @@ from .kernels import objective_lower, propagate_layers
 
 @njit(cache=True)
 def _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam, n_relus,
-               zl, zu, low, ain, store_ain, early_stop):
+               zl, zu, low, ain, store_ain, early_stop, plb, pub):
     """One box: hidden/output bounds into ``zl``/``zu`` (n_z,), objective lower bounds into
     ``low`` (m,) (``+inf`` when the box or the phases are empty), input coefficients of the
     objective's linear lower bound into ``ain`` (m, n_in) if ``store_ain``.  Returns the
@@ -35,10 +35,8 @@ def _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam,
     ilb = np.full(nz, np.nan)
     iub = np.full(nz, np.nan)
     iwa = np.zeros(nz)
-    ninf = np.full(nz, -np.inf)
-    pinf = np.full(nz, np.inf)
     bad = propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, ilb, iub, iwa,
-                           0, False, ninf, pinf, gam, False)
+                           0, False, plb, pub, gam, False)
     if bad < 0:
         for i in range(nz):
             zl[i] = np.nan
@@ -66,32 +64,46 @@ def _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam,
 
 @njit(cache=True)
 def crown_batch(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam, n_relus,
-                zl, zu, low, ain, unst, early_stop):
+                zl, zu, low, ain, unst, early_stop, plb, pub):
     """CROWN on boxes ``xl``/``xu`` (B, n_in) sequentially.
 
     ``phase`` (n_z,) int8 shared; ``P`` (m, n_out), ``c`` (m,): objective ``P y + c``.
     Writes ``zl``/``zu`` (B, n_z), ``low`` (B, m), ``unst`` (B,) (-1: infeasible) and, when
     ``ain`` has B rows, ``ain`` (B, m, n_in).  ``early_stop``: as in
     :func:`dpllnn.bounds.kernels.propagate_layers` (hidden bounds of neurons proven stable are
-    then the interval that proved them; the objective bound stays sound).
+    then the interval that proved them; the objective bound stays sound).  ``plb``/``pub``
+    (B, n_z) or 0 rows: sound bounds known for each box (e.g. from a superset box, under the same
+    phases), intersected into its interval pass, so into everything after it.
     """
     B = xl.shape[0]
     store = ain.shape[0] == B
+    inherit = plb.shape[0] == B
     empty3 = np.zeros((1, 0, 0))
+    nz = zl.shape[1]
+    ninf = np.full(nz, -np.inf)
+    pinf = np.full(nz, np.inf)
     for b in range(B):
         a = ain[b] if store else empty3[0]
+        pl = plb[b] if inherit else ninf
+        pu = pub[b] if inherit else pinf
         unst[b] = _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl[b], xu[b], phase, P, c,
-                             gam, n_relus, zl[b], zu[b], low[b], a, store, early_stop)
+                             gam, n_relus, zl[b], zu[b], low[b], a, store, early_stop, pl, pu)
 
 
 @njit(cache=True, parallel=True)
 def crown_batch_parallel(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam,
-                         n_relus, zl, zu, low, ain, unst, early_stop):
+                         n_relus, zl, zu, low, ain, unst, early_stop, plb, pub):
     """:func:`crown_batch` with the boxes spread over threads (``numba.prange``)."""
     B = xl.shape[0]
     store = ain.shape[0] == B
+    inherit = plb.shape[0] == B
     empty3 = np.zeros((1, 0, 0))
+    nz = zl.shape[1]
+    ninf = np.full(nz, -np.inf)
+    pinf = np.full(nz, np.inf)
     for b in prange(B):
         a = ain[b] if store else empty3[0]
+        pl = plb[b] if inherit else ninf
+        pu = pub[b] if inherit else pinf
         unst[b] = _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl[b], xu[b], phase, P, c,
-                             gam, n_relus, zl[b], zu[b], low[b], a, store, early_stop)
+                             gam, n_relus, zl[b], zu[b], low[b], a, store, early_stop, pl, pu)

@@ -382,7 +382,8 @@ def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str =
 
 
 def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bool = False,
-                coeffs: bool = False, checked: bool = True, early_stop: bool = False):
+                coeffs: bool = False, checked: bool = True, early_stop: bool = False,
+                prev_lb=None, prev_ub=None):
     """CROWN bounds of many input boxes in one numba call (see :mod:`.kernels_batch`).
 
     Per box the numbers equal ``compute_bounds(packed, lb, ub, phase, "crown")`` followed by
@@ -403,6 +404,10 @@ def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bo
         Validate shapes and finiteness (the search may skip it for its own arrays).
     early_stop : bool
         As in :func:`compute_bounds` (then equal to ``compute_bounds(..., early_stop=True)``).
+    prev_lb, prev_ub : array_like, float64, shape (B, n_z), optional
+        Sound bounds already known on each box (e.g. its parent's ``z_lb``/``z_ub``: bounds
+        sound on a box are sound on its sub-boxes), intersected layer by layer.  Then the
+        per-box numbers may be tighter than ``compute_bounds``'s.
 
     Returns
     -------
@@ -428,10 +433,17 @@ def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bo
     z_lb = np.empty((B, packed.n_z))
     z_ub = np.empty((B, packed.n_z))
     ain = np.zeros((B, m, packed.n_inputs)) if coeffs else np.zeros((0, 0, 0))
+    if prev_lb is None:
+        plb = pub = _EMPTY2
+    else:
+        plb = np.ascontiguousarray(prev_lb, dtype=np.float64)
+        pub = np.ascontiguousarray(prev_ub, dtype=np.float64)
+        if plb.shape != (B, packed.n_z) or pub.shape != (B, packed.n_z):
+            raise ValueError(f"prev_lb/prev_ub must be ({B}, {packed.n_z})")
     kern = crown_batch_parallel if parallel else crown_batch
     kern(packed.W, packed.W_pos, packed.W_neg, packed.W_abs, packed.b, packed.w_off, packed.sizes,
          packed.zoff, xl, xu, zp, C, np.ascontiguousarray(-d), packed.margin_factor,
-         packed.n_relus, z_lb, z_ub, lower, ain, unst, early_stop)
+         packed.n_relus, z_lb, z_ub, lower, ain, unst, early_stop, plb, pub)
     return lower, unst, z_lb, z_ub, (ain if coeffs else None)
 
 

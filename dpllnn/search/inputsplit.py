@@ -55,6 +55,8 @@ class InputSplitSettings:
     parallel: bool = False          # numba prange over boxes in the CROWN kernel
     early_stop: bool = False        # CROWN: stop a neuron's back-substitution once its sign is proved
     hot_points: int = 4             # PGD every pgd_every batches from this many smallest-margin points
+    inherit_bounds: bool = True     # children intersect their parent's hidden bounds (memory:
+    #                                 2 n_z floats per open box)
     combine_rows: bool = True       # add exact convex combinations of a disjunct's rows
     combine_q: int = 0              # their weights are multiples of 1/q (0: auto, see combined_rows)
     batch: int = 32                 # boxes popped per iteration
@@ -71,14 +73,17 @@ class InputSplitSettings:
 DEFAULT = InputSplitSettings()
 
 
-_FIELDS = ("lo", "hi", "lower", "open", "depth", "prio", "sc")
+_FIELDS = ("lo", "hi", "lower", "open", "depth", "prio", "sc", "zl", "zu")
 
 
 class _Pool:
     """Open boxes in growable arrays: lo, hi (N, n); lower (N, m); open (N, k); depth (N,);
-    prio (N,); sc (N, n) split scores (smear)."""
+    prio (N,); sc (N, n) split scores (smear); zl, zu (N, n_z) hidden/output bounds (or 0
+    columns when not inherited)."""
 
-    def __init__(self, n, m, k, cap=1024):
+    def __init__(self, n, m, k, nz, cap=1024):
+        self.zl = np.empty((cap, nz))
+        self.zu = np.empty((cap, nz))
         self.sc = np.empty((cap, n))
         self.lo = np.empty((cap, n))
         self.hi = np.empty((cap, n))
@@ -88,7 +93,7 @@ class _Pool:
         self.prio = np.empty(cap)
         self.size = 0
 
-    def push(self, lo, hi, lower, open_, depth, prio, sc):
+    def push(self, lo, hi, lower, open_, depth, prio, sc, zl, zu):
         b = lo.shape[0]
         need = self.size + b
         if need > self.lo.shape[0]:
@@ -102,6 +107,7 @@ class _Pool:
         self.lo[s], self.hi[s], self.lower[s] = lo, hi, lower
         self.open[s], self.depth[s], self.prio[s] = open_, depth, prio
         self.sc[s] = sc
+        self.zl[s], self.zu[s] = zl, zu
         self.size = need
 
     def pop(self, k, depth_first=False):
@@ -111,7 +117,8 @@ class _Pool:
         else:
             key = -self.depth[:n] if depth_first else self.prio[:n]
             idx = np.argpartition(key, k)[:k]
-        out = tuple(getattr(self, a)[idx] for a in ("lo", "hi", "lower", "open", "depth", "sc"))
+        out = tuple(getattr(self, a)[idx]
+                    for a in ("lo", "hi", "lower", "open", "depth", "sc", "zl", "zu"))
         keep = np.ones(n, dtype=bool)
         keep[idx] = False
         m = int(keep.sum())
@@ -342,26 +349,43 @@ class _Search:
         return None
 
     # ---- bounds -----------------------------------------------------------------------
-    def bound(self, lo, hi, parent_lower, open_, method=None):
+    def bound(self, lo, hi, parent_lower, open_, method=None, pz=None):
         """Row lower bounds of boxes (B, m), max'ed with the parents' (sound either way),
         unstable counts (B,), and (CROWN only, else None) smear scores (B, n) and the
-        minimiser corners (B, n) of the linear lower bound of each box's worst row."""
+        minimiser corners (B, n) of the linear lower bound of each box's worst row, and the
+        boxes' hidden/output bounds (zl, zu) (B, n_z) (B, 0 when not kept).  ``pz``: the
+        parents' (zl, zu), intersected in (sound: the children are sub-boxes)."""
         method = method or self.cfg.method
         self.stats["nodes"] = self.stats.get("nodes", 0) + lo.shape[0]
         if method == "crown":
-            low, unst, _, _, A = batch_crown(self.packed, np.ascontiguousarray(lo),
-                                             np.ascontiguousarray(hi), self.C, self.d,
-                                             parallel=self.cfg.parallel, coeffs=True,
-                                             checked=False, early_stop=self.cfg.early_stop)
+            inh = pz is not None and pz[0].shape[1] > 0
+            low, unst, zl, zu, A = batch_crown(self.packed, np.ascontiguousarray(lo),
+                                               np.ascontiguousarray(hi), self.C, self.d,
+                                               parallel=self.cfg.parallel, coeffs=True,
+                                               checked=False, early_stop=self.cfg.early_stop,
+                                               prev_lb=pz[0] if inh else None,
+                                               prev_ub=pz[1] if inh else None)
             low = np.maximum(low, parent_lower)
             sc, pts = self._from_coeffs(lo, hi, low, open_, A)
-            return low, np.maximum(unst, 0), sc, pts
+            if not self.cfg.inherit_bounds:
+                zl = zu = np.zeros((lo.shape[0], 0))
+            return low, np.maximum(unst, 0), sc, pts, (zl, zu)
         low, unst = batch_objective_bounds(self.packed, lo, hi, self.C, self.d, method="symbolic",
                                            return_unstable=True)
         low = np.maximum(low, parent_lower)
         if method == "hybrid":
             self.refine(lo, hi, low, unst, open_)
-        return low, unst, None, None
+        return low, unst, None, None, self._nz(lo.shape[0])
+
+    @staticmethod
+    def _noinfo(B, pool):
+        """Bounds that say nothing, (B, pool width), for boxes bounded without hidden bounds."""
+        w = pool.zl.shape[1]
+        return np.full((B, w), -np.inf), np.full((B, w), np.inf)
+
+    def _nz(self, B):
+        z = np.zeros((B, 0))
+        return z, z
 
     def _from_coeffs(self, lo, hi, low, open_, A):
         """Smear ``|A_in[r]| * width`` and minimiser corner of row ``r`` = the best row (largest
@@ -417,12 +441,14 @@ class _Search:
     def run(self):
         cfg, case, st = self.cfg, self.case, self.stats
         n, m, k = case.lb.shape[0], self.C.shape[0], len(self.groups)
-        pool = _Pool(n, m, k)
+        pool = _Pool(n, m, k, self.packed.n_z if cfg.inherit_bounds else 0)
         wid0 = np.where(case.ub > case.lb, case.ub - case.lb, 1.0)
         self.vol_proved = 0.0
         lo0, hi0 = case.lb[None].copy(), case.ub[None].copy()
-        low0, unst0, sc0, pts0 = self.bound(lo0, hi0, np.full((1, m), -np.inf),
-                                            np.ones((1, k), bool))
+        low0, unst0, sc0, pts0, z0 = self.bound(lo0, hi0, np.full((1, m), -np.inf),
+                                                np.ones((1, k), bool))
+        if z0[0].shape[1] != pool.zl.shape[1]:
+            z0 = self._noinfo(1, pool)
         open0 = ~(disjunct_scores(low0, self.groups) > 0.0)
         P, mg = candidate_points(self.network, lo0, hi0, self.C, self.d, self.groups)
         if pts0 is not None:
@@ -437,14 +463,15 @@ class _Search:
         if sc0 is None:
             sc0 = np.zeros((1, n))
         pool.push(lo0, hi0, low0, open0, np.zeros(1, np.int64),
-                  box_priority(disjunct_scores(low0, self.groups), open0), sc0)
+                  box_priority(disjunct_scores(low0, self.groups), open0), sc0, *z0)
         it = 0
         while pool.size:
             if time.monotonic() >= self.deadline:
                 return Verdict.TIMEOUT, None
             it += 1
             st["max_queue"] = max(st.get("max_queue", 0), pool.size)
-            lo, hi, low, open_, depth, sc = pool.pop(cfg.batch, depth_first=pool.size > cfg.max_pool)
+            lo, hi, low, open_, depth, sc, zl, zu = pool.pop(cfg.batch,
+                                                             depth_first=pool.size > cfg.max_pool)
             if it % cfg.pgd_every == 0:
                 w = np.argsort(box_priority(disjunct_scores(low, self.groups), open_))
                 cex = self.pgd(lo[w[:cfg.pgd_boxes]], hi[w[:cfg.pgd_boxes]],
@@ -472,11 +499,15 @@ class _Search:
                     return Verdict.SAT, cex
                 self.gave_up += int(o_st.any(axis=1).sum())
                 keep = ~stuck
-                lo, hi, low, open_, depth, can, sc = (lo[keep], hi[keep], low[keep], open_[keep],
-                                                      depth[keep], can[keep], sc[keep])
+                lo, hi, low, open_, depth, can, sc, zl, zu = (
+                    lo[keep], hi[keep], low[keep], open_[keep], depth[keep], can[keep], sc[keep],
+                    zl[keep], zu[keep])
                 if lo.shape[0] == 0:
                     continue
-            lo2, hi2, low2, unst2, par, sc2, pts2 = self.split(lo, hi, low, open_, can, sc)
+            lo2, hi2, low2, unst2, par, sc2, pts2, z2 = self.split(lo, hi, low, open_, can, sc,
+                                                                   (zl, zu))
+            if z2[0].shape[1] != pool.zl.shape[1]:
+                z2 = self._noinfo(lo2.shape[0], pool)
             open2 = open_[par] & ~(disjunct_scores(low2, self.groups) > 0.0)
             if cfg.lp_max_unstable >= 0:
                 cex = self.lp_pass(lo2, hi2, low2, open2, unst2, cfg.lp_max_unstable,
@@ -494,16 +525,17 @@ class _Search:
             if live.any():
                 lo2, hi2, low2, open2, depth2 = (lo2[live], hi2[live], low2[live], open2[live],
                                                  depth2[live])
+                z2 = (z2[0][live], z2[1][live])
                 sc2 = np.zeros_like(lo2) if sc2 is None else sc2[live]
                 P, mg = self.points(lo2, hi2, None if pts2 is None else pts2[live])
                 cex = self.try_points(P, mg, np.vstack([open2, open2]), lo2, hi2)
                 if cex is not None:
                     return Verdict.SAT, cex
                 pool.push(lo2, hi2, low2, open2, depth2,
-                          box_priority(disjunct_scores(low2, self.groups), open2), sc2)
+                          box_priority(disjunct_scores(low2, self.groups), open2), sc2, *z2)
         return (Verdict.UNKNOWN if self.gave_up else Verdict.UNSAT), None
 
-    def split(self, lo, hi, low, open_, can, sc):
+    def split(self, lo, hi, low, open_, can, sc, pz):
         """Bisect every box; returns children (lo2, hi2, lower2, unstable2, parent index,
         smear2 or None, corners2 or None)."""
         B, n = lo.shape
@@ -518,8 +550,9 @@ class _Search:
                 cand = np.tile(np.arange(n), (B, 1))
             L_lo, L_hi = lookahead_children(lo, hi, cand)
             op = np.repeat(open_, 2 * q, axis=0)
-            L_low, L_un, L_sc, L_pts = self.bound(L_lo, L_hi, np.repeat(low, 2 * q, axis=0), op,
-                                                  method=self.cfg.lookahead_method)
+            L_low, L_un, L_sc, L_pts, L_z = self.bound(
+                L_lo, L_hi, np.repeat(low, 2 * q, axis=0), op, method=self.cfg.lookahead_method,
+                pz=(np.repeat(pz[0], 2 * q, axis=0), np.repeat(pz[1], 2 * q, axis=0)))
             pr = box_priority(disjunct_scores(L_low, self.groups), op)
             val = np.maximum(np.minimum(pr, 0.0).reshape(B, q, 2).sum(axis=2), -1e300)
             w = np.take_along_axis(hi - lo, cand, axis=1)
@@ -531,18 +564,21 @@ class _Search:
             lo2, hi2, low2, un2 = L_lo[rows], L_hi[rows], L_low[rows], L_un[rows]
             sc2 = None if L_sc is None else L_sc[rows]
             pts2 = None if L_pts is None else L_pts[rows]
+            z2 = (L_z[0][rows], L_z[1][rows])
             if self.cfg.method == "hybrid" and self.cfg.lookahead_method == "symbolic":
                 self.refine(lo2, hi2, low2, un2, open_[par])
             elif self.cfg.method == "crown" and self.cfg.lookahead_method == "symbolic":
-                lc, uc, sc2, pts2 = self.bound(lo2, hi2, low2, open_[par], method="crown")
+                lc, uc, sc2, pts2, z2 = self.bound(lo2, hi2, low2, open_[par], method="crown",
+                                                   pz=(pz[0][par], pz[1][par]))
                 low2 = np.maximum(low2, lc)
                 un2 = np.minimum(un2, uc)
-            return lo2, hi2, low2, un2, par, sc2, pts2
+            return lo2, hi2, low2, un2, par, sc2, pts2, z2
         sm = np.where(can, self.smear(lo, hi, open_, sc), -1.0)
         dims = np.argmax(sm, axis=1)
         lo2, hi2 = bisect(lo, hi, dims)
-        low2, un2, sc2, pts2 = self.bound(lo2, hi2, low[par], open_[par])
-        return lo2, hi2, low2, un2, par, sc2, pts2
+        low2, un2, sc2, pts2, z2 = self.bound(lo2, hi2, low[par], open_[par],
+                                              pz=(pz[0][par], pz[1][par]))
+        return lo2, hi2, low2, un2, par, sc2, pts2, z2
 
     def _leaf(self, unst):
         self.stats["boxes_proved"] = self.stats.get("boxes_proved", 0) + int(unst.size)
