@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_bounds.py [--benchmarks-root DIR] [--blas-threads 1] [--repeat 7]
 
-Prints a table: case, dpllnn time, numpy time, ratio, target; then the unstable-neuron counts at the
+Prints a table: case, dpllnn time, numpy time (for batch_crown: the single-box calls), ratio,
+target; then the unstable-neuron counts at the
 root boxes of ACAS Xu prop_1 (network 1_1) and mnist_fc prop_0_0.03 (256x6).  Times are the median
 of ``--repeat`` runs after a warm-up (numba compile excluded; ``cache=True``).  The numpy
 references use the same algorithms (and the same IBP row selection for CROWN) but no rounding
@@ -34,7 +35,8 @@ if ARGS is not None:
 import numpy as np  # noqa: E402
 
 from dpllnn import load_network, load_spec  # noqa: E402
-from dpllnn.bounds import batch_objective_bounds, compute_bounds, objective_bounds, pack  # noqa: E402
+from dpllnn.bounds import (batch_crown, batch_objective_bounds, compute_bounds,  # noqa: E402
+                           objective_bounds, pack)
 
 
 # ---- plain numpy references -----------------------------------------------------------------
@@ -156,6 +158,17 @@ def main():
     ref = np_symbolic_batch(net_a, lbs, ubs, Ca, da)
     assert np.allclose(ours, ref, rtol=1e-6, atol=1e-6), "symbolic mismatch with numpy reference"
     rows.append(("ACAS 1_1 symbolic, per box (batch 1024)", t_ours, t_np, 20e-6))
+    Bc = 256
+
+    def single_crown():
+        for i in range(Bc):
+            r = compute_bounds(Pa, lbs[i], ubs[i], None, "crown")
+            objective_bounds(Pa, lbs[i], ubs[i], r, Ca, da)
+    t_single = timeit(single_crown, max(3, rep // 2)) / Bc
+    t_batch = timeit(lambda: batch_crown(Pa, lbs[:Bc], ubs[:Bc], Ca, da), rep) / Bc
+    t_par = timeit(lambda: batch_crown(Pa, lbs[:Bc], ubs[:Bc], Ca, da, parallel=True), rep) / Bc
+    rows.append(("ACAS 1_1 batch_crown per box (256) vs single calls", t_batch, t_single, 500e-6))
+    rows.append(("ACAS 1_1 batch_crown parallel per box vs single calls", t_par, t_single, 500e-6))
     t_ours = timeit(lambda: compute_bounds(Pa, ca.lb, ca.ub, None, "crown", early_stop=True), rep)
     t_ours_ne = timeit(lambda: compute_bounds(Pa, ca.lb, ca.ub, None, "crown", early_stop=False), rep)
     t_np = timeit(lambda: np_crown(net_a, ca.lb, ca.ub), rep)
