@@ -105,3 +105,84 @@ def test_lp_minimize():
     assert st == "unbounded"
     st, v, x = lp_minimize([1.0, 2.0], A_eq=[[1.0, 1.0]], b_eq=[3.0], bounds=[(0, 10), (0, None)])
     assert st == "optimal" and abs(v - 3.0) < 1e-9
+
+
+def _root_bounds(net, lb, ub, phase=None):
+    from dpllnn.bounds import compute_bounds, pack
+
+    packed = pack(net)
+    ph = np.zeros(net.n_relus, dtype=np.int8) if phase is None else phase.copy()
+    return compute_bounds(packed, lb, ub, ph, "crown")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), n_in=st.integers(1, 3),
+       hidden=st.lists(st.integers(1, 4), min_size=1, max_size=2), n_out=st.integers(1, 3))
+def test_layered_lp_cells_match_oracle(seed, n_in, hidden, n_out):
+    """The incremental layered LP: same verdicts as the oracle on cells, reused across queries."""
+    from dpllnn.lp.highs import LayeredLP
+
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, n_in, tuple(hidden), n_out)
+    spec = random_spec(rng, net, n_cases=1, n_disjuncts=2)
+    case = spec.cases[0]
+    C = np.vstack([dj.C for dj in case.disjuncts])
+    d = np.concatenate([dj.d for dj in case.disjuncts])
+    rows = np.cumsum([0] + [dj.C.shape[0] for dj in case.disjuncts])
+    root = _root_bounds(net, case.lb, case.ub)
+    if root.infeasible:
+        return
+    lp = LayeredLP(net, C, d, case.lb, case.ub, root.lb, root.ub)
+    phases = list(all_phases(net.n_relus))
+    for k in rng.choice(len(phases), size=min(8, len(phases)), replace=False):
+        phase = phases[k]
+        for i, dj in enumerate(case.disjuncts):
+            t_ref, _ = cell_margin(net, case.lb, case.ub, phase, dj.C, dj.d)
+            # bounds: the root's (always valid) or the phase's own when consistent
+            b = _root_bounds(net, case.lb, case.ub, phase)
+            L, U = (root.lb, root.ub) if b.infeasible or k % 2 else (b.lb, b.ub)
+            s, x = lp.solve(phase, L, U, (rows[i], rows[i + 1]))
+            if s == "infeasible":
+                assert t_ref > 0                 # soundness
+            if s == "feasible":
+                assert case.contains(x) and _cell_ok(net, x, phase)
+                assert dj.margin(net.forward(x)) <= 1e-6 * (1 + np.abs(dj.d).max())
+            if np.isfinite(t_ref) and t_ref < -TOL:
+                assert s == "feasible"
+            elif t_ref > 1e-4:
+                assert s == "infeasible"
+
+
+def test_layered_lp_relaxation_is_sound():
+    """Partial assignments (triangle for the free neurons): never refutes a reachable disjunct."""
+    from dpllnn.lp.highs import LayeredLP
+
+    rng = np.random.default_rng(7)
+    n_ref = 0
+    for _ in range(15):
+        net = random_network(rng, 2, (4, 3), 2)
+        spec = random_spec(rng, net, n_cases=1, n_disjuncts=2)
+        case = spec.cases[0]
+        C = np.vstack([dj.C for dj in case.disjuncts])
+        d = np.concatenate([dj.d for dj in case.disjuncts])
+        rows = np.cumsum([0] + [dj.C.shape[0] for dj in case.disjuncts])
+        root = _root_bounds(net, case.lb, case.ub)
+        if root.infeasible:
+            continue
+        lp = LayeredLP(net, C, d, case.lb, case.ub, root.lb, root.ub)
+        cells = list(all_phases(net.n_relus))
+        refs = [[cell_margin(net, case.lb, case.ub, p, dj.C, dj.d)[0] for dj in case.disjuncts]
+                for p in cells]
+        for _ in range(10):
+            part = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=net.n_relus)
+            b = _root_bounds(net, case.lb, case.ub, part)
+            if b.infeasible:
+                continue
+            for i in range(len(case.disjuncts)):
+                s, _ = lp.solve(part, b.lb, b.ub, (rows[i], rows[i + 1]), mode="refute")
+                reach = any(r[i] <= 0 for p, r in zip(cells, refs)
+                            if np.all((part == 0) | (part == p)))
+                if s == "infeasible":
+                    n_ref += 1
+                    assert not reach
+    assert n_ref > 0

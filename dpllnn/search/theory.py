@@ -40,6 +40,9 @@ import numpy as np
 from ..bounds import compute_bounds, objective_bounds
 from ..validate import check_counterexample
 
+#: share of the search time that PGD from relaxation-LP points may take
+PGD_SHARE = 0.1
+
 
 @dataclass
 class Snapshot:
@@ -105,6 +108,8 @@ class ReluTheory:
         self.incomplete = False      # some model was blocked without proof: never answer unsat
         self.cex = None
         self.lp = lp
+        #: the incremental layered LP (cells and triangle relaxations); built after the root
+        self.llp = None
         self.candidates: list[np.ndarray] = []
         self.x_ref = None            # reference point for decision polarities
         self.snaps: list[Snapshot] = []
@@ -119,6 +124,12 @@ class ReluTheory:
         #: run the relaxation LP at nodes with at most this many free unstable neurons (-1: never)
         self.lp_unstable = lp_unstable
         self.lp_time_limit_s = 1.5
+        #: replay relaxation optima (and PGD from them within PGD_SHARE of the time)
+        self.lp_attack = True
+        self.t_attack = 0.0
+        self.t0 = time.monotonic()
+        #: stop testing disjuncts at a node once one survives the LP (the node stays open)
+        self.lp_stop_first = True
         self.lp_slow = 0
         self.root_infeasible = False
         if root is not None and not root.infeasible and root.method in ("crown", "alpha"):
@@ -269,27 +280,47 @@ class ReluTheory:
         if n_free_unst > self.lp_unstable:
             return
         snap.lp_done = True
-        for i in range(len(self.disj)):
-            if snap.refuted[i] or self.sel_val[i] == -1:
-                continue
+        todo = [i for i in range(len(self.disj)) if not snap.refuted[i] and self.sel_val[i] != -1]
+        if self.llp is not None:
+            # selected disjuncts first (a refutation is a conflict), then the hardest by the
+            # objective bound; the node stays open as soon as one disjunct survives the LP
+            lo = snap.obj_lower
+            todo.sort(key=lambda i: (-int(self.sel_val[i]),
+                                     float(np.max(lo[self.rows[i]:self.rows[i + 1]]))))
+        for i in todo:
             if time.monotonic() >= self.deadline:
                 return
-            dj = self.disj[i]
             t = time.monotonic()
             limit = min(self.lp_time_limit_s, self.deadline - time.monotonic())
-            ok = relaxation_lp_refutes(self.network, self.packed, lbd, self.phase, self.lb, self.ub,
-                                       dj.C, dj.d, time_limit_s=limit)
+            if self.llp is not None:
+                self.llp.set_time_limit(limit)
+                st, xr = self.llp.solve(self.phase, lbd.lb, lbd.ub, (self.rows[i], self.rows[i + 1]),
+                                        mode="refute")
+                ok = st == "infeasible"
+                if not ok and xr is not None and self.lp_attack:
+                    self.t_lp += time.monotonic() - t
+                    self._attack_from(xr, self.disj[i])
+                    if self.cex is not None:
+                        return
+                    t = time.monotonic()
+            else:
+                dj = self.disj[i]
+                ok = relaxation_lp_refutes(self.network, self.packed, lbd, self.phase, self.lb,
+                                           self.ub, dj.C, dj.d, time_limit_s=limit)
             dt = time.monotonic() - t
             self.t_lp += dt
             if not ok and dt >= 0.9 * limit:        # too slow here: stop trying after a few
                 self.lp_slow += 1
-                if self.lp_slow >= 3:
-                    self.lp_unstable = -1
+                if self.lp_slow >= 3:       # first fall back to small nodes, then give up
+                    self.lp_slow = 0
+                    self.lp_unstable = 12 if self.lp_unstable > 12 else -1
                     return
             self.n_lp += 1
             if ok:
                 snap.refuted[i] = True
                 self.n_lp_refuted += 1
+            elif self.llp is not None and self.lp_stop_first:
+                return
 
     def _conflict_neuron(self, c):
         """Neuron ``c`` has a phase its layer's bounds (from earlier layers) exclude."""
@@ -357,7 +388,12 @@ class ReluTheory:
         for i in sel:
             dj = self.disj[i]
             t = time.monotonic()
-            st, x = self.lp.solve(self.lb, self.ub, ph, dj.C, dj.d)
+            LU = self._bounds_for(ph) if self.llp is not None else None
+            if LU is not None:
+                self.llp.set_time_limit(max(self.deadline - time.monotonic(), 0.01))
+                st, x = self.llp.solve(ph, LU[0], LU[1], (self.rows[i], self.rows[i + 1]))
+            else:
+                st, x = self.lp.solve(self.lb, self.ub, ph, dj.C, dj.d)
             self.t_lp += time.monotonic() - t
             self.n_lp += 1
             if st == "feasible" or (st == "unknown" and x is not None):
@@ -378,6 +414,25 @@ class ReluTheory:
             self.pending.append(neg)
             self.incomplete = True
         return False
+
+    def _attack_from(self, x, dj):
+        """A relaxation optimum as a candidate: replay it (cheap); PGD from it within a time share."""
+        t = time.monotonic()
+        if dj.margin(self.network.forward(x)) <= 0.0 or \
+                self.t_attack < PGD_SHARE * (t - self.t0):
+            cex = self._validate(x, dj)
+            if cex is not None:
+                self.cex = cex
+                self.stop = True
+        self.t_attack += time.monotonic() - t
+
+    def _bounds_for(self, ph):
+        """Pre-activation bounds of the top snapshot whose phases ``ph`` extends."""
+        for sn in reversed(self.snaps):
+            sp = sn.phase
+            if np.all((sp == 0) | (sp == ph)):
+                return sn.lbd.lb, sn.lbd.ub
+        return None          # cannot happen (the root snapshot holds only fixed phases)
 
     def _validate(self, x, dj):
         from ..attack import falsify_box, snap_float32
