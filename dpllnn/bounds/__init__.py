@@ -32,11 +32,13 @@ early_stop=False, **alpha_kw)``
 return_unstable=False) -> lower (B, m)[, unstable (B,)]``
     Many input boxes at once (input splitting).
 
-``batch_crown(packed, lbs, ubs, C, d, phase=None, parallel=False, coeffs=False)
+``batch_crown(packed, lbs, ubs, C, d, phase=None, parallel=False, coeffs=False, prev_lb=None,
+prev_ub=None)
 -> (lower (B, m), unstable (B,), z_lb (B, n_z), z_ub (B, n_z), A_in (B, m, n_in) or None)``
     CROWN on many boxes in one numba call (optionally ``prange`` over boxes); per box equal to
     ``compute_bounds(..., "crown")`` + ``objective_bounds``; ``A_in`` are the input coefficients
-    of the objective rows' linear lower bounds (split heuristics, candidate points).
+    of the objective rows' linear lower bounds (split heuristics, candidate points);
+    ``prev_lb``/``prev_ub`` (B, n_z): bounds known sound on each box (a parent's), intersected in.
 
 ``alpha_crown(packed, lb, ub, phase, C, d, iters=20, lr=0.1, alpha0=None, base=None,
 intermediate=False, intermediate_iters=10) -> LayerBounds``

@@ -1,8 +1,9 @@
 """Branch and bound on input boxes (ReluVal / Neurify / VeriNet style), batched.
 
 One case of the spec is searched at a time.  The rows of its open disjuncts are stacked into one
-objective ``C @ y - d``; a disjunct is refuted on a box when one of its rows has a sound lower
-bound ``> 0``, and a box is *closed* when every open disjunct is refuted on it.  Refutations are
+objective ``C @ y - d``, each disjunct extended by exact convex combinations of its rows
+(:func:`combined_rows`: implied by the disjunct, so refuting one refutes it); a disjunct is
+refuted on a box when one of its rows has a sound lower bound ``> 0``, and a box is *closed* when every open disjunct is refuted on it.  Refutations are
 inherited by sub-boxes (a bound sound on a box is sound on every sub-box), and a child's row
 bounds are the max of its own and its parent's.
 
@@ -12,15 +13,20 @@ Loop, until the pool of open boxes is empty (``unsat``), a counterexample is val
 1. pop up to ``batch`` boxes: the most negative priority first (best-first, the boxes furthest
    from a proof, where counterexamples live); when the pool grows past ``max_pool`` pop the
    deepest boxes instead (depth-first bounds the memory);
-2. choose a dimension per box (:mod:`dpllnn.search.decide_input`): ``"lookahead"`` bounds all
-   ``2 n`` bisections with the cheap symbolic kernel and keeps the dimension whose children are
-   closest to closed (the chosen children's bounds are reused), ``"smear"`` takes the largest
-   ``|gradient| * width`` at the centre;
-3. bound the children (``method``: ``"symbolic"`` forward symbolic intervals, ``"crown"``, or
-   ``"hybrid"``: symbolic, then CROWN on the children symbolic leaves open);
-4. try candidate points of every child (centre, gradient corner) in one batched forward pass;
-   any point whose float64 margin is ``<= 0`` goes to :func:`check_counterexample`; every
-   ``pgd_every`` batches PGD runs on the worst boxes;
+2. choose a dimension per box (:mod:`dpllnn.search.decide_input`): ``"lookahead"`` (default)
+   bounds the bisections along all ``n`` dimensions (or the top ``lookahead_dims`` by smear)
+   with CROWN and keeps the dimension whose children are closest to closed (the chosen
+   children's bounds are reused); ``"smear"`` takes the largest smear, by default
+   ``|A_in[r]| * width`` where ``A_in[r]`` are the input coefficients of CROWN's linear lower
+   bound on the box's worst row (free with the bound), or ``|gradient| * width`` at the centre;
+3. bound the children (``method``: ``"crown"``, batched in one numba call by
+   :func:`dpllnn.bounds.batch_crown`, each child intersecting its parent's hidden bounds;
+   ``"symbolic"`` forward symbolic intervals; ``"hybrid"``: symbolic, then CROWN on the
+   children symbolic leaves open);
+4. try candidate points of every child (centre, and the corner minimising CROWN's linear lower
+   bound of the worst row, or the gradient corner) in one batched forward pass; any point whose
+   float64 margin is ``<= 0`` goes to :func:`check_counterexample`; every ``pgd_every`` batches
+   PGD runs on the worst boxes and from the candidate points with the smallest margins;
 5. a box that can no longer be bisected (float resolution) has its points tried and is then
    dropped: the answer can no longer be ``unsat`` (``unknown`` if nothing else decides).
 """
