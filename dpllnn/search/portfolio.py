@@ -69,9 +69,15 @@ def make_cubes(network, case: Case, n: int) -> list[tuple[np.ndarray, np.ndarray
 
 def _worker(wid, network, spec, chosen, tasks, results, deadline, seed):
     """Pull (task_id, case_index, open_idx, lb, ub) tasks; push (task_id, verdict, x, stats, err)."""
+    import signal
+
     from ..bounds import pack
     from .verify import search_case_dispatch
 
+    # A forked worker inherits the CLI's handlers, which raise in the main thread; here the parent
+    # owns shutdown: SIGTERM (from terminate()) ends the worker at once, Ctrl-C is the parent's.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     packed = pack(network)
     while True:
         try:
