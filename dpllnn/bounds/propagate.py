@@ -324,6 +324,17 @@ def interval_objective_bounds(packed: PackedNet, layer_bounds: LayerBounds, C, d
     return lo, -hi
 
 
+def _batch_boxes(packed: PackedNet, lbs, ubs) -> tuple[np.ndarray, np.ndarray]:
+    """Checked, contiguous float64 ``(B, n_inputs)`` arrays of box corners (ValueError if not)."""
+    xl = np.ascontiguousarray(np.atleast_2d(np.asarray(lbs, dtype=np.float64)))
+    xu = np.ascontiguousarray(np.atleast_2d(np.asarray(ubs, dtype=np.float64)))
+    if xl.shape != xu.shape or xl.shape[1] != packed.n_inputs:
+        raise ValueError(f"boxes must be (B, {packed.n_inputs}), got {xl.shape}, {xu.shape}")
+    if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
+        raise ValueError("input boxes must be finite")
+    return xl, xu
+
+
 def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str = "symbolic",
                            phase=None, return_unstable: bool = False, lower_mode: int = 0,
                            parallel: bool = False):
@@ -350,12 +361,7 @@ def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str =
     lower : ndarray, float64, shape (B, m)   (``+inf`` rows for boxes the phases make empty)
     unstable : ndarray, int64, shape (B,)    (only if ``return_unstable``)
     """
-    xl = np.ascontiguousarray(np.atleast_2d(np.asarray(lbs, dtype=np.float64)))
-    xu = np.ascontiguousarray(np.atleast_2d(np.asarray(ubs, dtype=np.float64)))
-    if xl.shape != xu.shape or xl.shape[1] != packed.n_inputs:
-        raise ValueError(f"boxes must be (B, {packed.n_inputs}), got {xl.shape}, {xu.shape}")
-    if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
-        raise ValueError("input boxes must be finite")
+    xl, xu = _batch_boxes(packed, lbs, ubs)
     C, d = _objective(C, d, packed.n_outputs)
     B, m = xl.shape[0], C.shape[0]
     zp = _zphase(packed, phase)
@@ -417,12 +423,7 @@ def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bo
     A_in : float64 (B, m, n_inputs) or None
     """
     if checked:
-        xl = np.ascontiguousarray(np.atleast_2d(np.asarray(lbs, dtype=np.float64)))
-        xu = np.ascontiguousarray(np.atleast_2d(np.asarray(ubs, dtype=np.float64)))
-        if xl.shape != xu.shape or xl.shape[1] != packed.n_inputs:
-            raise ValueError(f"boxes must be (B, {packed.n_inputs}), got {xl.shape}, {xu.shape}")
-        if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
-            raise ValueError("input boxes must be finite")
+        xl, xu = _batch_boxes(packed, lbs, ubs)
         C, d = _objective(C, d, packed.n_outputs)
     else:
         xl, xu = lbs, ubs

@@ -152,6 +152,7 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
         stats["portfolio"] = workers
     # cdcl portfolio: a case is decided by the first definitive answer among its copies
     group = {tid: (t[0] if chosen == "cdcl" else tid) for tid, t in enumerate(plan)}
+    groups = set(group.values())
     for tid, (ci, oi, lb, ub, s) in enumerate(plan):
         tasks.put((tid, ci, oi, lb, ub, s))
     for _ in range(workers):
@@ -191,8 +192,7 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                 verdicts[g] = v
             elif verdicts[g] is not Verdict.UNSAT and v is Verdict.TIMEOUT:
                 verdicts[g] = v
-            n_groups = len(set(group.values()))
-            if len(verdicts) == n_groups and all(u is Verdict.UNSAT for u in verdicts.values()):
+            if len(verdicts) == len(groups) and all(u is Verdict.UNSAT for u in verdicts.values()):
                 break
     finally:
         for p in procs:
@@ -205,9 +205,8 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                 p.join(timeout=1)
         tasks.cancel_join_thread()
         results.cancel_join_thread()
-    n_groups = len(set(group.values()))
-    all_v = [verdicts.get(g, Verdict.TIMEOUT if time.monotonic() >= deadline else Verdict.UNKNOWN)
-             for g in set(group.values())]
+    missing = Verdict.TIMEOUT if time.monotonic() >= deadline else Verdict.UNKNOWN
+    all_v = [verdicts.get(g, missing) for g in groups]
     v = Verdict.combine(all_v)
     if errors and v is Verdict.UNSAT:
         v = Verdict.UNKNOWN  # never prove with a failed worker in the picture
@@ -217,7 +216,6 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
               Verdict.TIMEOUT: "time limit reached",
               Verdict.UNKNOWN: ("worker error: " + errors[0].splitlines()[0]) if errors else
               "search gave up without a proof or counterexample"}[v]
-    del n_groups
     return done(v, reason=reason)
 
 
