@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 
 import numpy as np
 
@@ -60,16 +61,25 @@ def onnxruntime_forward(path: str, x: np.ndarray, input_shape) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
-_EXPORTED: dict[int, tuple[object, str]] = {}
+_EXPORTED: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _forget_export(key: int, path: str) -> None:
+    _EXPORTED.pop(key, None)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _exported_copy(network: Network) -> str:
     """A float64 ONNX export of an in-memory network (no file behind it), made once per network.
 
-    onnxruntime then gives the second, independent forward pass that every ``sat`` needs.
+    onnxruntime then gives the second, independent forward pass that every ``sat`` needs.  The
+    temporary file lives as long as the network object does.
     """
     hit = _EXPORTED.get(id(network))
-    if hit is not None and hit[0] is network:
+    if hit is not None and hit[0]() is network:
         return hit[1]
     import tempfile
 
@@ -78,7 +88,8 @@ def _exported_copy(network: Network) -> str:
     fd, path = tempfile.mkstemp(prefix="dpllnn-net-", suffix=".onnx")
     os.close(fd)
     to_onnx(network, path, dtype="float64")
-    _EXPORTED[id(network)] = (network, path)
+    _EXPORTED[id(network)] = (weakref.ref(network), path)
+    weakref.finalize(network, _forget_export, id(network), path)
     return path
 
 
