@@ -76,6 +76,27 @@ class Case:
         x = np.asarray(x, dtype=np.float64).reshape(-1)
         return bool(x.shape == self.lb.shape and np.all(x >= self.lb) and np.all(x <= self.ub))
 
+    def stack(self, indices=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of the chosen disjuncts stacked into one objective.
+
+        Parameters
+        ----------
+        indices : iterable of int, optional -- disjuncts to take (default: all, in order)
+
+        Returns
+        -------
+        C : ndarray, shape (m, n_outputs), float64 (shape (0, 0) when no disjunct is chosen)
+        d : ndarray, shape (m,), float64
+        offsets : ndarray, int64, shape (k + 1,) -- disjunct ``i`` of the selection owns rows
+            ``offsets[i]:offsets[i + 1]``
+        """
+        chosen = self.disjuncts if indices is None else [self.disjuncts[i] for i in indices]
+        offsets = np.cumsum([0] + [dj.C.shape[0] for dj in chosen]).astype(np.int64)
+        if not chosen:
+            return np.zeros((0, 0)), np.zeros(0), offsets
+        return (np.vstack([dj.C for dj in chosen]), np.concatenate([dj.d for dj in chosen]),
+                offsets)
+
     @property
     def is_empty(self) -> bool:
         """True when some ``lb > ub``: the box holds no point."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 
 from .pack import pack
 from .propagate import compute_bounds
@@ -32,10 +31,7 @@ def bounds_report(network, spec, method: str = "crown") -> dict:
     packed = pack(network)
     cases = []
     for case in spec.cases:
-        Cs = [dj.C for dj in case.disjuncts]
-        ds = [dj.d for dj in case.disjuncts]
-        C = np.vstack(Cs) if Cs else np.zeros((0, packed.n_outputs))
-        d = np.concatenate(ds) if ds else np.zeros(0)
+        C, d, _ = case.stack()
         kw = {"intermediate": True} if method == "alpha" and C.shape[0] else {}
         lbd = compute_bounds(packed, case.lb, case.ub, None, method, C=C if C.shape[0] else None,
                              d=d if C.shape[0] else None, **kw)

@@ -87,9 +87,7 @@ class ReluTheory:
         self.sel_vars = list(sel_vars)
         self.sel_index = {v: i for i, v in enumerate(self.sel_vars)}
         self.disj = [self.case.disjuncts[i] for i in self.open]
-        self.C = np.vstack([dj.C for dj in self.disj])
-        self.d = np.concatenate([dj.d for dj in self.disj])
-        self.rows = np.cumsum([0] + [dj.C.shape[0] for dj in self.disj])
+        self.C, self.d, self.rows = self.case.stack(self.open)
         self.lb, self.ub = self.case.lb, self.case.ub
         # layer of each flat neuron, and offsets
         self.layer_off = np.asarray(packed.layer_offsets, dtype=np.int64)

@@ -38,13 +38,6 @@ from ..spec import Spec
 INPUTSPLIT_MAX_INPUTS = 20
 
 
-def _stack(case, idx):
-    Cs = [case.disjuncts[i].C for i in idx]
-    ds = [case.disjuncts[i].d for i in idx]
-    rows = np.cumsum([0] + [c.shape[0] for c in Cs])
-    return np.vstack(Cs), np.concatenate(ds), rows
-
-
 def root_refute(packed, case, open_idx, method="crown", stats=None):
     """Refute disjuncts of ``case`` with root bounds.
 
@@ -56,7 +49,7 @@ def root_refute(packed, case, open_idx, method="crown", stats=None):
     nonempty = [i for i in open_idx if case.disjuncts[i].C.shape[0] > 0]
     if not nonempty:
         return list(open_idx), None
-    C, d, rows = _stack(case, nonempty)
+    C, d, rows = case.stack(nonempty)
     if method == "alpha":
         lbd = alpha_crown(packed, case.lb, case.ub, None, C, d)
     else:
