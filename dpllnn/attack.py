@@ -23,7 +23,8 @@ from .result import Counterexample
 from .spec import Spec
 from .validate import check_counterexample
 
-__all__ = ["network_gradient", "margin_and_grad", "falsify_box", "falsify", "snap_float32"]
+__all__ = ["network_gradient", "margin_and_grad", "falsify_box", "falsify", "snap_float32",
+           "validate_candidate"]
 
 _DEPTH_REL = 1e-4     # PGD stops early once margin < -_DEPTH_REL * scale (safely negative)
 
@@ -213,7 +214,13 @@ def snap_float32(x: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
     return xs
 
 
-def _validate(network, spec, x, lb, ub, use_onnxruntime):
+def validate_candidate(network: Network, spec: Spec, x: np.ndarray, lb: np.ndarray,
+                       ub: np.ndarray, use_onnxruntime: bool = True) -> Counterexample | None:
+    """:func:`check_counterexample` on ``x`` rounded to the nearest float32 point inside the box
+    (what onnxruntime's float32 input sees), then on ``x`` itself; the first accepted one.
+
+    x, lb, ub : ndarray, shape (n_inputs,), float64
+    """
     for cand in (snap_float32(x, lb, ub), x):
         cex = check_counterexample(network, spec, cand, use_onnxruntime=use_onnxruntime)
         if cex is not None:
@@ -276,7 +283,7 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
         tl = []
         for disj in case.disjuncts:
             if disj.C.shape[0] == 0:  # empty conjunction: any point of the box is unsafe
-                cex = _validate(network, spec, 0.5 * (case.lb + case.ub), case.lb, case.ub,
+                cex = validate_candidate(network, spec, 0.5 * (case.lb + case.ub), case.lb, case.ub,
                                 use_onnxruntime)
                 if cex is not None:
                     return cex
@@ -295,7 +302,7 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
         for j in np.argsort(mc)[:k]:
             if mc[j] > 0 or time.monotonic() > end:
                 break
-            cex = _validate(network, spec, Xc[j], case.lb, case.ub, use_onnxruntime)
+            cex = validate_candidate(network, spec, Xc[j], case.lb, case.ub, use_onnxruntime)
             if cex is not None:
                 return cex
         return None

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..attack import falsify_box, snap_float32
+from ..attack import falsify_box, snap_float32, validate_candidate
 from ..bounds import batch_crown, batch_objective_bounds
-from ..result import Counterexample, Verdict
+from ..result import Verdict
 from ..validate import check_counterexample
 from .decide_input import (bisect, box_priority, candidate_points, disjunct_margins,
                            disjunct_scores, lookahead_children, smear_scores, splittable)
@@ -223,11 +223,7 @@ class _Search:
         if self.validations >= self.cfg.max_validations:
             return None
         self.validations += 1
-        for cand in (snap_float32(x, self.case.lb, self.case.ub), x):
-            cex = check_counterexample(self.network, self.spec, cand)
-            if cex is not None:
-                return cex
-        return None
+        return validate_candidate(self.network, self.spec, x, self.case.lb, self.case.ub)
 
     def try_points(self, P, margins, open_, lo=None, hi=None):
         """Validate points whose margin is <= 0 for an open disjunct (best first).  With the

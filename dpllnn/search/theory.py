@@ -433,19 +433,16 @@ class ReluTheory:
         return None          # cannot happen (the root snapshot holds only fixed phases)
 
     def _validate(self, x, dj):
-        from ..attack import falsify_box, snap_float32
+        from ..attack import falsify_box, snap_float32, validate_candidate
 
-        ort = True   # float64 and onnxruntime, always (validate exports in-memory networks)
-        cex = check_counterexample(self.network, self.spec, snap_float32(x, self.lb, self.ub), ort)
-        if cex is None:
-            cex = check_counterexample(self.network, self.spec, x, ort)
+        cex = validate_candidate(self.network, self.spec, x, self.lb, self.ub)
         if cex is None:
             xb, mb = falsify_box(self.network, self.lb, self.ub, dj.C, dj.d, seed=len(self.candidates),
                                  steps=30, restarts=4, x0=x[None, :], deadline=self.deadline)
             self.candidates.append(xb)
             if mb <= 0:
-                cex = check_counterexample(self.network, self.spec, snap_float32(xb, self.lb, self.ub),
-                                           ort)
+                cex = check_counterexample(self.network, self.spec,
+                                           snap_float32(xb, self.lb, self.ub))
         return cex
 
     # ---- external clauses ----------------------------------------------------------------------
