@@ -13,8 +13,8 @@ import pytest
 import dpllnn
 from dpllnn.io.onnx_export import to_onnx
 from dpllnn.result import Verdict
-from dpllnn.search.portfolio import make_cubes
-from dpllnn.spec import Case, Disjunct
+from dpllnn.bounds import pack
+from dpllnn.search.inputsplit import search_case
 from dpllnn.validate import check_counterexample
 
 from naive import random_network, random_spec, spec_margins
@@ -56,20 +56,53 @@ def test_two_workers_agree_with_one_and_with_oracle(mode):
         assert not mp.active_children()
 
 
-def test_cubes_cover_the_box_exactly():
-    rng = np.random.default_rng(0)
-    net = random_network(rng, 3, (4,), 2)
-    case = Case(np.array([-1.0, 0.0, 2.0]), np.array([1.0, 0.5, 2.0]),
-                [Disjunct(np.eye(2)[:1], np.zeros(1))])
-    cubes = make_cubes(net, case, 8)
-    vol = lambda lb, ub: float(np.prod(np.where(ub > lb, ub - lb, 1.0)))
-    assert len(cubes) == 8
-    assert np.isclose(sum(vol(lb, ub) for lb, ub in cubes), vol(case.lb, case.ub))
-    for lb, ub in cubes:
-        assert np.all(lb >= case.lb) and np.all(ub <= case.ub) and np.all(lb <= ub)
-    pts = rng.uniform(case.lb, case.ub, size=(500, 3))
-    inside = [sum(np.all((p >= lb) & (p <= ub)) for lb, ub in cubes) for p in pts]
-    assert min(inside) >= 1  # every point lies in some cube
+class _GiveAlways:
+    """A work-sharing stub: asks for boxes at every chance, keeps what it is given."""
+
+    def __init__(self, limit):
+        self.parts, self.limit = [], limit
+
+    def wants(self):
+        return len(self.parts) < self.limit
+
+    def give(self, part):
+        self.parts.append(part)
+
+
+def test_shared_boxes_together_decide_like_the_sequential_search():
+    """Handing over half the open boxes (inputsplit ``share``/``start_pool``) loses none: the
+    donor's boxes plus every handed-over part, each searched on its own (and sharing again), give
+    the sequential verdict; the handed-over parts are sub-boxes of the case's box."""
+    n_shared = 0
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        net = random_network(rng, 3, (12, 12), 3)
+        spec = random_spec(rng, net, 1, 2)
+        packed = pack(net)
+        for ci, case in enumerate(spec.cases):
+            idx = list(range(len(case.disjuncts)))
+            seq, _ = search_case(net, spec, ci, idx, packed=packed,
+                                 deadline=time.monotonic() + 30, seed=0, stats={})
+            verdicts, todo = [], [None]
+            while todo:
+                start = todo.pop()
+                share = _GiveAlways(limit=2)
+                v, cex = search_case(net, spec, ci, idx, packed=packed,
+                                     deadline=time.monotonic() + 30, seed=0, stats={},
+                                     share=share, start_pool=start)
+                verdicts.append(v)
+                if cex is not None:
+                    assert check_counterexample(net, spec, cex.x) is not None
+                for part in share.parts:
+                    assert np.all(part["lo"] >= case.lb) and np.all(part["hi"] <= case.ub)
+                    todo.append(part)
+                n_shared += len(share.parts)
+            combined = Verdict.combine(verdicts)
+            if seq is Verdict.UNSAT:
+                assert combined is Verdict.UNSAT
+            if Verdict.SAT in verdicts:
+                assert seq is not Verdict.UNSAT
+    assert n_shared > 0  # the instances were big enough for boxes to be handed over
 
 
 def test_no_worker_survives_a_timeout(bench_root):

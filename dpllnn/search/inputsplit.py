@@ -74,6 +74,11 @@ class InputSplitSettings:
     lp_max_unstable: int = 3        # boxes with at most this many unstable neurons: cell LPs
     lp_max_unstable_stuck: int = 10  # the same for boxes at float resolution (last resort)
     lp_per_iter: int = 16           # at most this many boxes tried with LPs per iteration
+    alpha_depth: int = 6            # popped boxes at least this deep get alpha-CROWN (-1: never)
+    alpha_iters: int = 10           # alpha-CROWN steps on the objective rows
+    alpha_inter_iters: int = 5      # ... and on each hidden layer's unstable neurons (0: none)
+    alpha_rows: int = 4             # alpha-CROWN optimises this many best rows per disjunct (0: all)
+    alpha_share: float = 0.6        # at most this share of the search time goes to alpha-CROWN
 
 
 DEFAULT = InputSplitSettings()
@@ -131,6 +136,22 @@ class _Pool:
         for name in _FIELDS:
             arr = getattr(self, name)
             arr[:m] = arr[:n][keep]
+        self.size = m
+        return out
+
+
+    def split_off(self):
+        """Remove every other box in priority order (half the pool, a mix of hard and easy
+        boxes) and return them as a dict of arrays (the fields of :data:`_FIELDS`)."""
+        n = self.size
+        order = np.argsort(self.prio[:n], kind="stable")
+        give = np.zeros(n, dtype=bool)
+        give[order[1::2]] = True
+        out = {name: getattr(self, name)[:n][give].copy() for name in _FIELDS}
+        m = n - int(give.sum())
+        for name in _FIELDS:
+            arr = getattr(self, name)
+            arr[:m] = arr[:n][~give]
         self.size = m
         return out
 
@@ -203,7 +224,9 @@ def _stack(case, idx, combine=False, q=0):
 
 
 class _Search:
-    def __init__(self, network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg):
+    def __init__(self, network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg,
+                 share=None, start_pool=None):
+        self.share, self.start_pool = share, start_pool
         self.network, self.spec, self.case = network, spec, case
         self.C, self.d, self.groups = C, d, groups
         self.packed, self.deadline, self.cfg, self.stats = packed, deadline, cfg, stats
@@ -217,6 +240,9 @@ class _Search:
         self.ends = np.append(groups[1:], C.shape[0])
         self.row_counts = np.diff(np.append(groups, C.shape[0]))
         self.row_closed = True if len(groups) > 1 else None
+        self.t_start = time.monotonic()
+        self.alpha_s = 0.0
+        self._alpha_unstable = None
 
     # ---- counterexamples --------------------------------------------------------------
     def validate(self, x):
@@ -350,6 +376,69 @@ class _Search:
                 self.stats["lp_closed"] = self.stats.get("lp_closed", 0) + 1
         return None
 
+    # ---- alpha-CROWN on deep boxes --------------------------------------------------------
+    def alpha_pass(self, lo, hi, low, open_, depth, zl, zu):
+        """alpha-CROWN (with optimised intermediate bounds) on the popped boxes at least
+        ``alpha_depth`` deep, within the ``alpha_share`` time budget.  Sound either way: every
+        alpha bound is a sound bound on its box; row bounds are max'ed with the known ones, and
+        the tightened hidden bounds are intersected with the inherited ones (the children inherit
+        them).  Returns updated (low, open_, zl, zu); ``self._alpha_unstable`` holds the
+        unstable count per box for the statistics."""
+        from ..bounds import alpha_crown
+        from ..bounds.propagate import LayerBounds, magnitudes
+        cfg, st, pk = self.cfg, self.stats, self.packed
+        B = lo.shape[0]
+        self._alpha_unstable = np.zeros(B, dtype=np.int64)
+        elapsed = time.monotonic() - self.t_start
+        todo = np.flatnonzero(depth >= cfg.alpha_depth)
+        if todo.size == 0 or self.alpha_s > cfg.alpha_share * max(elapsed, 1e-9) + 0.05:
+            return low, open_, zl, zu
+        t0 = time.monotonic()
+        low, open_, zl, zu = low.copy(), open_.copy(), zl.copy(), zu.copy()
+        zp = np.zeros(pk.n_z, dtype=np.int8)
+        nr = pk.n_relus
+        for i in todo:
+            if time.monotonic() > self.deadline:
+                break
+            if not (np.all(np.isfinite(zl[i])) and np.all(np.isfinite(zu[i]))):
+                continue
+            base = LayerBounds(pk, zl[i].copy(), zu[i].copy(),
+                               magnitudes(pk, zl[i], zu[i], lo[i], hi[i]), zp, lo[i], hi[i],
+                               False, -1, "crown")
+            # optimise only the most promising rows of each open disjunct (the largest lower
+            # bounds): one positive row refutes its disjunct
+            rows = self._alpha_rows(low[i], open_[i])
+            r = alpha_crown(pk, lo[i], hi[i], None, self.C[rows], self.d[rows],
+                            iters=cfg.alpha_iters,
+                            base=base, intermediate=cfg.alpha_inter_iters > 0,
+                            intermediate_iters=max(cfg.alpha_inter_iters, 1))
+            st["alpha_boxes"] = st.get("alpha_boxes", 0) + 1
+            if r.infeasible:  # empty box under no phases cannot happen, but be safe: keep it
+                continue
+            low[i, rows] = np.maximum(low[i, rows], r.obj_lower)
+            zl[i] = np.maximum(zl[i], r.z_lb)
+            zu[i] = np.minimum(zu[i], r.z_ub)
+            self._alpha_unstable[i] = int(np.sum((zl[i][:nr] < 0) & (zu[i][:nr] > 0)))
+            open_[i] &= ~(disjunct_scores(low[i:i + 1], self.groups)[0] > 0.0)
+            if not open_[i].any():
+                st["alpha_closed"] = st.get("alpha_closed", 0) + 1
+        self.alpha_s += time.monotonic() - t0
+        st["alpha_s"] = self.alpha_s
+        return low, open_, zl, zu
+
+    def _alpha_rows(self, low_row, open_row):
+        """Indices of the ``alpha_rows`` rows with the largest lower bounds in every open
+        disjunct (all rows when ``alpha_rows`` is 0)."""
+        k = self.cfg.alpha_rows
+        out = []
+        for j in np.flatnonzero(open_row):
+            r0, r1 = self.groups[j], self.ends[j]
+            if k <= 0 or r1 - r0 <= k:
+                out.append(np.arange(r0, r1))
+            else:
+                out.append(r0 + np.argsort(-low_row[r0:r1], kind="stable")[:k])
+        return np.concatenate(out)
+
     # ---- bounds -----------------------------------------------------------------------
     def bound(self, lo, hi, parent_lower, open_, method=None, pz=None):
         """Row lower bounds of boxes (B, m), max'ed with the parents' (sound either way),
@@ -441,11 +530,17 @@ class _Search:
 
     # ---- main loop --------------------------------------------------------------------
     def run(self):
-        cfg, case, st = self.cfg, self.case, self.stats
+        cfg, case = self.cfg, self.case
         n, m, k = case.lb.shape[0], self.C.shape[0], len(self.groups)
         pool = _Pool(n, m, k, self.packed.n_z if cfg.inherit_bounds else 0)
         wid0 = np.where(case.ub > case.lb, case.ub - case.lb, 1.0)
         self.vol_proved = 0.0
+        if self.start_pool is not None:
+            sp = self.start_pool
+            if sp["lower"].shape[1] != m or sp["zl"].shape[1] != pool.zl.shape[1]:
+                raise ValueError("start_pool does not match this case's stacked rows")
+            pool.push(*(sp[name] for name in _FIELDS))
+            return self.loop(pool, wid0)
         lo0, hi0 = case.lb[None].copy(), case.ub[None].copy()
         low0, unst0, sc0, pts0, z0 = self.bound(lo0, hi0, np.full((1, m), -np.inf),
                                                 np.ones((1, k), bool))
@@ -466,8 +561,17 @@ class _Search:
             sc0 = np.zeros((1, n))
         pool.push(lo0, hi0, low0, open0, np.zeros(1, np.int64),
                   box_priority(disjunct_scores(low0, self.groups), open0), sc0, *z0)
+        return self.loop(pool, wid0)
+
+    def loop(self, pool, wid0):
+        """The branch-and-bound loop on the open boxes of ``pool`` (module docstring)."""
+        cfg, st = self.cfg, self.stats
         it = 0
         while pool.size:
+            if self.share is not None and pool.size >= 2 and self.share.wants():
+                self.share.give(pool.split_off())
+                st["donations"] = st.get("donations", 0) + 1
+                continue
             if time.monotonic() >= self.deadline:
                 return Verdict.TIMEOUT, None
             it += 1
@@ -483,6 +587,19 @@ class _Search:
                 cex = self.pgd_hot(it)
                 if cex is not None:
                     return Verdict.SAT, cex
+            if 0 <= cfg.alpha_depth and zl.shape[1] == self.packed.n_z:
+                low, open_, zl, zu = self.alpha_pass(lo, hi, low, open_, depth, zl, zu)
+                shut = ~open_.any(axis=1)
+                if shut.any():
+                    self._leaf(self._alpha_unstable[shut])
+                    self.vol_proved += float(np.prod((hi[shut] - lo[shut]) / wid0, axis=1).sum())
+                    st["volume_proved"] = self.vol_proved
+                    keep = ~shut
+                    lo, hi, low, open_, depth, sc, zl, zu = (
+                        lo[keep], hi[keep], low[keep], open_[keep], depth[keep], sc[keep],
+                        zl[keep], zu[keep])
+                    if lo.shape[0] == 0:
+                        continue
             # boxes at float resolution: try their points, then give up on them
             can = splittable(lo, hi)
             stuck = ~can.any(axis=1)
@@ -604,7 +721,8 @@ def _single_threaded_blas():
 
 
 def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats,
-                root=None, settings: InputSplitSettings | None = None):
+                root=None, settings: InputSplitSettings | None = None, share=None,
+                start_pool=None):
     """Input-splitting branch and bound on one case (see the module docstring).
 
     Parameters
@@ -619,6 +737,12 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         ``split_depth_max``, ``inputsplit_s``, ``stable_per_box_mean``, ...)
     root : LayerBounds or None -- unused (the first batch bounds the case box itself)
     settings : InputSplitSettings, optional
+    share : object with ``wants() -> bool`` and ``give(part: dict)``, optional -- work sharing
+        (:mod:`dpllnn.search.portfolio`): when ``wants()``, half of the open boxes are handed
+        over (``give``) and are no longer this call's responsibility: the verdict then covers
+        only the boxes kept
+    start_pool : dict, optional -- open boxes handed over by another search of the same case
+        and disjuncts (a ``give`` part); searched instead of the case's box
 
     Returns
     -------
@@ -641,7 +765,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
                     return Verdict.SAT, cex
             return Verdict.UNKNOWN, None
         C, d, groups = _stack(case, idx, cfg.combine_rows, cfg.combine_q)
-        s = _Search(network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg)
+        s = _Search(network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg,
+                    share, start_pool)
         try:
             with _single_threaded_blas():
                 return s.run()

@@ -3,10 +3,13 @@
 PySAT holds the GIL during ``solve`` and the propagator callbacks are Python, so threads do not
 help (DESIGN.md §3): workers are processes.  Two ways of spreading the work:
 
-- **cubes** (input splitting): each case's input box is bisected into ``CUBES_PER_WORKER *
-  workers`` sub-boxes along the dimensions with the largest first-layer influence
-  (``width_i * ||W0[:, i]||_1``); workers pull sub-boxes from a shared queue and run
-  :func:`dpllnn.search.inputsplit.search_case` on each.  The case is ``unsat`` when every cube is.
+- **work sharing** (input splitting): each case starts as one task; a worker that finds the task
+  queue empty raises a shared *hungry* counter, and a busy worker's
+  :func:`dpllnn.search.inputsplit.search_case` then hands over half of its open boxes (with
+  their bounds) as a new task (``_Share``).  Every task answers only for its own boxes, so the
+  case is ``unsat`` when every task is.  (This replaced static cubes -- the box bisected into
+  4 sub-boxes per worker up front -- which balanced badly: on ACAS Xu one cube often held all
+  the hard boxes.)
 - **portfolio** (CDCL): every worker runs :func:`dpllnn.search.cdcl.search_case` on the same case
   with a different seed (which diversifies the branching and restart parameters); the first
   definitive answer wins.  Learned clauses are not shared between workers (yet).
@@ -30,45 +33,45 @@ import numpy as np
 from ..result import Verdict
 from ..spec import Case, Spec
 
-CUBES_PER_WORKER = 4
-
-
 def _context():
     methods = mp.get_all_start_methods()
     return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
-def make_cubes(network, case: Case, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Bisect ``case``'s box into ``n`` (rounded up to a power of two) sub-boxes.
+class _Share:
+    """Work sharing for one input-splitting task (see the module docstring).
 
-    Returns
-    -------
-    list of (lb, ub), float64 arrays of shape (n_inputs,); together they cover the box exactly.
-    """
-    infl = np.abs(network.affines[0].W).sum(axis=0) + 1e-12
-    boxes = [(case.lb.copy(), case.ub.copy())]
-    while len(boxes) < n:
-        nxt = []
-        for lb, ub in boxes:
-            w = (ub - lb) * infl
-            i = int(np.argmax(w))
-            mid = 0.5 * (lb[i] + ub[i])
-            if not (lb[i] < mid < ub[i]):  # cannot split further
-                nxt.append((lb, ub))
-                continue
-            u1 = ub.copy()
-            u1[i] = mid
-            l2 = lb.copy()
-            l2[i] = mid
-            nxt += [(lb, u1), (l2, ub)]
-        if len(nxt) == len(boxes):
-            break
-        boxes = nxt
-    return boxes
+    ``wants()`` atomically takes one unit of the hungry counter; ``give(part)`` then posts the
+    boxes as a new task, announcing it on the results queue first (``("spawn", tid)``: this
+    worker's messages reach the parent in order, so a task's spawns are known before its own
+    result)."""
+
+    def __init__(self, hungry, next_tid, tasks, results, task):
+        self.hungry, self.next_tid = hungry, next_tid
+        self.tasks, self.results, self.task = tasks, results, task
+
+    def wants(self) -> bool:
+        if self.hungry.value <= 0:  # unlocked peek: cheap, checked every iteration
+            return False
+        with self.hungry.get_lock():
+            if self.hungry.value <= 0:
+                return False
+            self.hungry.value -= 1
+            return True
+
+    def give(self, part) -> None:
+        with self.next_tid.get_lock():
+            tid = self.next_tid.value
+            self.next_tid.value += 1
+        _, ci, open_idx, lb, ub, tseed, _ = self.task
+        self.results.put(("spawn", tid))
+        self.tasks.put((tid, ci, open_idx, lb, ub, tseed, part))
 
 
-def _worker(wid, network, spec, chosen, tasks, results, deadline, seed):
-    """Pull (task_id, case_index, open_idx, lb, ub) tasks; push (task_id, verdict, x, stats, err)."""
+def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=None,
+            next_tid=None):
+    """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool) tasks; push
+    ("done", task_id, verdict, x, stats, err) and ("spawn", task_id) messages."""
     import signal
 
     from ..bounds import pack
@@ -79,17 +82,31 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     packed = pack(network)
+    idle = False
     while True:
         try:
             task = tasks.get(timeout=0.05)
         except queue_mod.Empty:
             if time.monotonic() >= deadline:
                 return
+            if hungry is not None and not idle:
+                idle = True
+                with hungry.get_lock():
+                    hungry.value += 1
             continue
         if task is None:
             return
-        tid, ci, open_idx, lb, ub, tseed = task
+        if idle:
+            idle = False
+            with hungry.get_lock():  # fed before anyone answered the request: withdraw it
+                if hungry.value > 0:
+                    hungry.value -= 1
+        tid, ci, open_idx, lb, ub, tseed, start_pool = task
         stats: dict = {}
+        extra = {}
+        if chosen == "inputsplit" and hungry is not None:
+            extra = {"share": _Share(hungry, next_tid, tasks, results, task),
+                     "start_pool": start_pool}
         try:
             case = spec.cases[ci]
             if lb is not None:
@@ -99,11 +116,12 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed):
             else:
                 sub, sub_ci = spec, ci
             v, cex = search_case_dispatch(chosen, network, sub, sub_ci, open_idx, packed=packed,
-                                          deadline=deadline, seed=tseed, stats=stats, root=None)
+                                          deadline=deadline, seed=tseed, stats=stats, root=None,
+                                          **extra)
             x = None if cex is None else np.asarray(cex.x)
-            results.put((tid, v.value, x, stats, None))
+            results.put(("done", tid, v.value, x, stats, None))
         except Exception as e:  # reported to the parent, which answers unknown
-            results.put((tid, Verdict.UNKNOWN.value, None, stats,
+            results.put(("done", tid, Verdict.UNKNOWN.value, None, stats,
                          f"worker {wid}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
 
 
@@ -141,10 +159,8 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     # task list
     plan = []
     if chosen == "inputsplit":
-        for ci in todo:
-            for lb, ub in make_cubes(network, spec.cases[ci], CUBES_PER_WORKER * workers):
-                plan.append((ci, open_per_case[ci], lb, ub, seed))
-        stats["cubes"] = len(plan)
+        for ci in todo:  # one task per case; work sharing splits it further
+            plan.append((ci, open_per_case[ci], None, None, seed))
     else:
         for ci in todo:
             for k in range(workers):
@@ -154,27 +170,40 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     group = {tid: (t[0] if chosen == "cdcl" else tid) for tid, t in enumerate(plan)}
     groups = set(group.values())
     for tid, (ci, oi, lb, ub, s) in enumerate(plan):
-        tasks.put((tid, ci, oi, lb, ub, s))
-    for _ in range(workers):
-        tasks.put(None)
+        tasks.put((tid, ci, oi, lb, ub, s, None))
+    sharing = chosen == "inputsplit"
+    hungry = ctx.Value("i", 0) if sharing else None
+    next_tid = ctx.Value("i", len(plan)) if sharing else None
+    if not sharing:  # the CDCL portfolio: one task per worker and case, then stop
+        for _ in range(workers):
+            tasks.put(None)
     stats["workers"] = workers
     procs = [ctx.Process(target=_worker, args=(w, network, spec, chosen, tasks, results,
-                                               deadline, seed), daemon=True)
+                                               deadline, seed, hungry, next_tid), daemon=True)
              for w in range(workers)]
     verdicts: dict = {}  # group -> Verdict (definitive or the best non-definitive)
     errors = []
-    pending = len(plan)
+    known, finished = set(range(len(plan))), set()
     try:
         for p in procs:
             p.start()
-        while pending > 0:
+        while not known <= finished:
             try:
-                tid, v, x, wstats, err = results.get(timeout=0.1)
+                msg = results.get(timeout=0.1)
             except queue_mod.Empty:
                 if time.monotonic() >= deadline + 0.5 or not any(p.is_alive() for p in procs):
                     break
                 continue
-            pending -= 1
+            if msg[0] == "spawn":
+                known.add(msg[1])
+                group[msg[1]] = msg[1]
+                groups.add(msg[1])
+                stats["tasks_shared"] = stats.get("tasks_shared", 0) + 1
+                continue
+            _, tid, v, x, wstats, err = msg
+            finished.add(tid)
+            group.setdefault(tid, tid)
+            groups.add(group[tid])
             _merge(stats, wstats)
             v = Verdict(v)
             if err:
