@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from .kernels_alpha import adam_slopes
 from .pack import PackedNet
 from .propagate import LayerBounds, _box, _infeasible, _objective, compute_bounds, objective_bounds
 
@@ -49,33 +50,15 @@ def optimise_rows(packed: PackedNet, xl, xu, base: LayerBounds, A0, c0, mag0, jt
     alpha : ndarray (m, n_relus)   slopes that achieved it
     """
     m = A0.shape[0]
-    alpha = default_alpha(base, m) if alpha0 is None else np.array(alpha0, dtype=np.float64, order="C")
-    Astore = np.zeros((m, packed.n_z))
-    Ain = np.empty((m, packed.n_inputs))
-    out = np.empty(m)
-    grad = np.empty((m, packed.n_z))
-    best = np.full(m, -np.inf)
-    best_alpha = alpha.copy()
-    mom = np.zeros_like(alpha)
-    vel = np.zeros_like(alpha)
-    b1, b2, eps = 0.9, 0.999, 1e-8
+    alpha = default_alpha(base, m) if alpha0 is None else alpha0
+    alpha = np.array(alpha, dtype=np.float64, order="C")  # a private copy: the kernel updates it
+    best = np.empty(m)
+    best_alpha = np.empty_like(alpha)
     xmax = np.maximum(np.abs(xl), np.abs(xu))
-    for it in range(iters + 1):
-        K.backward_lower(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, xmax,
-                         base.z_lb, base.z_ub, base.z_phase, base.wa, A0.copy(), c0.copy(), mag0.copy(),
-                         jtop, alpha, Astore, packed.margin_factor, False, out, Ain)
-        better = out > best
-        best[better] = out[better]
-        best_alpha[better] = alpha[better]
-        if it == iters:
-            break
-        K.relaxed_forward_grad(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu,
-                               base.z_lb, base.z_ub, base.z_phase, alpha, Astore, Ain, jtop + 1, grad)
-        g = grad[:, : packed.n_relus]
-        mom = b1 * mom + (1 - b1) * g
-        vel = b2 * vel + (1 - b2) * g * g
-        step = lr * (mom / (1 - b1 ** (it + 1))) / (np.sqrt(vel / (1 - b2 ** (it + 1))) + eps)
-        alpha = np.ascontiguousarray(np.clip(alpha + step, 0.0, 1.0))
+    adam_slopes(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, xmax,
+                base.z_lb, base.z_ub, base.z_phase, base.wa, np.ascontiguousarray(A0, dtype=np.float64),
+                np.asarray(c0, dtype=np.float64), np.asarray(mag0, dtype=np.float64), int(jtop), alpha,
+                packed.margin_factor, int(iters), float(lr), int(packed.n_relus), best, best_alpha)
     return best, best_alpha
 
 
