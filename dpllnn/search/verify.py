@@ -134,7 +134,10 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
 
     # 2. falsification
     if falsify_s is None:
-        falsify_s = min(3.0, max(0.3, 0.03 * timeout_s))
+        # input splitting attacks every box it opens (candidate points, PGD on the worst boxes),
+        # so a short up-front attack suffices there; CDCL has no such attack of its own
+        falsify_s = (min(0.5, max(0.3, 0.03 * timeout_s)) if chosen == "inputsplit" else
+                     min(3.0, max(0.3, 0.03 * timeout_s)))
     t = time.monotonic()
     cex = falsify(network, spec, time_limit_s=falsify_s, seed=seed, deadline=deadline)
     stats["falsify_s"] = time.monotonic() - t
