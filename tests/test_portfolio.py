@@ -116,3 +116,22 @@ def test_no_worker_survives_a_timeout(bench_root):
     assert elapsed < 4.0 + 1.5, elapsed
     time.sleep(0.2)
     assert not mp.active_children()
+
+
+def test_phase_cubes_are_all_sign_patterns_of_distinct_unstable_neurons():
+    from dpllnn.bounds import compute_bounds
+    from dpllnn.search.portfolio import phase_cubes
+    rng = np.random.default_rng(3)
+    net = random_network(rng, 4, (10, 10), 3)
+    spec = random_spec(rng, net, 1, 2)
+    case = spec.cases[0]
+    packed = pack(net)
+    cubes = phase_cubes(packed, case, list(range(len(case.disjuncts))), 8)
+    unstable = set(np.flatnonzero(compute_bounds(packed, case.lb, case.ub, None, "crown").unstable))
+    k = min(3, len(unstable))
+    assert len(cubes) == 2 ** k
+    neurons = {abs(l) - 1 for l in cubes[0]}
+    assert len(neurons) == k and neurons <= unstable
+    assert len({tuple(sorted(c)) for c in cubes}) == 2 ** k  # every sign pattern once
+    for c in cubes:
+        assert {abs(l) - 1 for l in c} == neurons

@@ -77,7 +77,11 @@ def _unit_lits(theory, lbd):
     return [int(j + 1) for j in act] + [-int(j + 1) for j in ina]
 
 
-def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats, root):
+_REF_CACHE: dict = {}  # (id(spec), case, disjuncts, seed) -> PGD reference point, per process
+
+
+def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats, root,
+                cube=None):
     """Hidden-phase CDCL on one case (see module docstring).
 
     Parameters
@@ -92,6 +96,10 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     stats : dict -- gets ``nodes``, ``conflicts``, ``learned``, ``implied``, ``restarts``,
         ``lp_calls``, ``time_bounds_s``, ``time_lp_s``, ``time_sat_s``
     root : LayerBounds or None -- CROWN root bounds of the case
+    cube : sequence of int, optional -- phase literals (``+(j+1)`` active, ``-(j+1)`` inactive
+        for flat neuron ``j``) fixed for this call: only the part of the case with these phases is
+        searched (parallel cubes, :mod:`dpllnn.search.portfolio`), so ``unsat`` then covers the
+        cube only
 
     Returns
     -------
@@ -118,6 +126,12 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     theory = ReluTheory(network, spec, case_index, opened, packed, sel_vars, deadline,
                         root=root, stats=stats, lp=lp, lp_unstable=LP_UNSTABLE)
     _add_stats(stats, "cdcl_calls", 1)
+    cube = [int(c) for c in (cube or [])]
+    if cube and not theory.root_infeasible:
+        # fix the cube's phases at the root (CROWN under them; an infeasible cube is refuted)
+        for lit in cube:
+            theory.fixed[abs(lit) - 1] = theory.phase[abs(lit) - 1] = 1 if lit > 0 else -1
+        theory.reset_root(None)
     if USE_LAYERED and not theory.root_infeasible:
         r = theory.snaps[0].lbd
         theory.llp = LayeredLP(network, theory.C, theory.d, theory.lb, theory.ub, r.lb, r.ub)
@@ -150,14 +164,20 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
 
     solver = Solver(name="cadical195")
     solver.add_clause(sel_vars)
+    for lit in cube:
+        solver.add_clause([lit])
     for lit in _unit_lits(theory, theory.snaps[0].lbd):
         solver.add_clause([lit])
     for i, r in enumerate(theory.snaps[0].refuted.tolist()):
         if r:
             solver.add_clause([-sel_vars[i]])
     # a reference point for decision polarities: PGD towards the open disjuncts
-    theory.x_ref = _reference_point(network, case, [case.disjuncts[i] for i in opened], seed,
-                                    deadline)
+    key = (id(spec), case_index, tuple(opened), seed)
+    if key not in _REF_CACHE:  # cubes of one case share it
+        _REF_CACHE.clear()
+        _REF_CACHE[key] = _reference_point(network, case, [case.disjuncts[i] for i in opened],
+                                           seed, deadline)
+    theory.x_ref = _REF_CACHE[key]
     brancher = Brancher(theory, "babsr")
     prop = ReluPropagator(theory, brancher, guard)
     solver.connect_propagator(prop)
@@ -206,7 +226,6 @@ def _restart_tighten(theory, opened, deadline, restarts):
     if time.monotonic() >= deadline:
         return units, nlp
     fixed = theory.fixed.copy()
-    t = time.monotonic()
     lbd = compute_bounds(packed, theory.lb, theory.ub, fixed, "crown")
     if lbd.infeasible:
         theory.root_infeasible = True

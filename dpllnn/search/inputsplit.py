@@ -252,6 +252,10 @@ class _Search:
         self.t_start = time.monotonic()
         self.alpha_s = 0.0
         self.alpha_gains = collections.deque(maxlen=256)
+        if start_pool is not None and "alpha_gains" in start_pool:
+            # boxes handed over mid-search: alpha-CROWN is on at once, with the donor's gains
+            self.alpha_gains.extend(np.asarray(start_pool["alpha_gains"]).tolist())
+            self.t_start -= cfg.alpha_after_s
         self.rng = np.random.default_rng(seed)
         self._alpha_unstable = None
 
@@ -597,7 +601,9 @@ class _Search:
         it = 0
         while pool.size:
             if self.share is not None and pool.size >= 2 and self.share.wants():
-                self.share.give(pool.split_off())
+                part = pool.split_off()
+                part["alpha_gains"] = np.array(self.alpha_gains)  # the receiver's alpha starts warm
+                self.share.give(part)
                 st["donations"] = st.get("donations", 0) + 1
                 continue
             if time.monotonic() >= self.deadline:
