@@ -60,6 +60,7 @@ class InputSplitSettings:
     lookahead_method: str = "crown"  # bound method for the lookahead children
     lookahead_dims: int = 3         # lookahead on the top-k smear dimensions only (0: all);
     #                                 3 of 5 on ACAS Xu: 4_2 prop_2 53 s instead of 101 s
+    lookahead_full_depth: int = 10  # ... for boxes at least this deep (shallower: all dims)
     smear_source: str = "crown"     # smear scores: crown (|A_in| * width of the worst row's
     #                                 linear lower bound, free with CROWN) | grad (centre gradient)
     points: str = "crown"           # candidate points: crown (centre + A_in minimiser corner)
@@ -658,6 +659,7 @@ class _Search:
                 if lo.shape[0] == 0:
                     continue
             lo2, hi2, low2, unst2, par, sc2, pts2, z2 = self.split(lo, hi, low, open_, can, sc,
+                                                                   depth,
                                                                    (zl, zu))
             if z2[0].shape[1] != pool.zl.shape[1]:
                 z2 = self._noinfo(lo2.shape[0], pool)
@@ -688,13 +690,15 @@ class _Search:
                           box_priority(disjunct_scores(low2, self.groups), open2), sc2, *z2)
         return (Verdict.UNKNOWN if self.gave_up else Verdict.UNSAT), None
 
-    def split(self, lo, hi, low, open_, can, sc, pz):
+    def split(self, lo, hi, low, open_, can, sc, depth, pz):
         """Bisect every box; returns children (lo2, hi2, lower2, unstable2, parent index,
         smear2 or None, corners2 or None)."""
         B, n = lo.shape
         par = np.repeat(np.arange(B), 2)
         if self.cfg.split == "lookahead":
             q = n if not 0 < self.cfg.lookahead_dims < n else self.cfg.lookahead_dims
+            if depth.size and depth.min() < self.cfg.lookahead_full_depth:
+                q = n  # shallow boxes: every dimension (the top-3 smear missed 1_9 prop_7's cex)
             if q < n:
                 sm = self.smear(lo, hi, open_, sc)
                 sm = np.where(can, sm, -1.0)
