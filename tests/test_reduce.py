@@ -13,7 +13,7 @@ from dpllnn.network import Affine, Network
 from dpllnn.reduce.equiv import check_equivalence, pad_to_depth, product_network
 from dpllnn.reduce.lump import lump_layer, proportional
 from dpllnn.reduce.prune import active_basis, prune_network
-from dpllnn.reduce.slice import SliceFamily, slice_network, split_region
+from dpllnn.reduce.slice import SliceFamily, slice_network, split_region, tiles_region
 from dpllnn.reduce.stable import StableSets, certify_stable, sample_box
 from dpllnn.reduce.tolerance import prune_with_tolerance
 
@@ -178,6 +178,53 @@ def test_split_region_is_partition():
     assert vol == pytest.approx(4.0) and 1 < len(leaves) <= 16
 
 
+@pytest.mark.parametrize("seed,sizes", CASES[:2] + CASES[4:])
+def test_refined_stable_sets_sound_and_exact(seed, sizes):
+    """refine=R: phases certified on a k-d tiling of the box hold on the whole box, the pruned
+    network agrees with the original on it and is proved equivalent with those phases."""
+    rng = np.random.default_rng(300 + seed)
+    net = rnet(rng, sizes)
+    lb, ub = rbox(rng, sizes[0], w=1.0)
+    st = certify_stable(net, [(lb, ub)], budget_s=0.0, use_milp=False, use_alpha=False,
+                        use_pgd=False, n_samples=16, refine=16)
+    assert 1 < len(st.cert_boxes) <= 16 and tiles_region(st.cert_boxes, [(lb, ub)])
+    Z = np.hstack(net.pre_activations(sample_box(lb, ub, 5000, rng)))
+    assert not np.any(Z[:, st.phase == 1] < 0) and not np.any(Z[:, st.phase == -1] > 0)
+    small, _ = prune_network(net, st)
+    assert_agree(net, small, lb, ub, rng)
+    res = check_equivalence(net, small, [(lb, ub)], timeout_s=30, phases=[st.phase])
+    assert res.verdict == "equivalent", res
+
+
+def test_refinement_removes_more_on_a_deep_net():
+    """Sub-box certification decides neurons that whole-box bounds leave open (ACAS-like depth)."""
+    rng = np.random.default_rng(7)
+    net = rnet(rng, [5] + [30] * 6 + [5])
+    lb, ub = rbox(rng, 5, w=0.5)
+    kw = dict(budget_s=0.0, use_milp=False, use_alpha=False, use_pgd=False, n_samples=16)
+    plain = prune_network(net, certify_stable(net, [(lb, ub)], **kw))[0]
+    refined = prune_network(net, certify_stable(net, [(lb, ub)], refine=64, **kw))[0]
+    assert refined.n_relus < plain.n_relus
+    assert_agree(net, refined, lb, ub, rng)
+
+
+def test_slice_adaptive_refinement(tmp_path):
+    rng = np.random.default_rng(21)
+    net = rnet(rng, [4] + [24] * 5 + [3])
+    lb, ub = rbox(rng, 4, w=1.0)
+    man = slice_network(net, [(lb, ub)], 4, str(tmp_path), budget_s=0.0, thorough=False,
+                        refine=1, refine_until=0.0, refine_max=16, equiv_timeout_s=20)
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    for reg, rd in zip(man["regions"], doc["regions"]):
+        # refine_until=0: escalate 1 -> 4 -> 16 unless a slice is already fully stable
+        assert reg["refine"] == 16 or reg["relus"] == 0
+        assert rd["refine"] == reg["refine"] and reg["proved"] is True
+        assert_agree(net, reg["network"], np.array(reg["lb"]), np.array(reg["ub"]), rng)
+    plain = slice_network(net, [(lb, ub)], 4, None, budget_s=0.0, thorough=False, equiv=False)
+    assert [r["lb"] for r in plain["regions"]] == [r["lb"] for r in man["regions"]]
+    assert sum(r["relus"] for r in man["regions"]) <= sum(r["relus"] for r in plain["regions"])
+
+
 def test_tolerance_pruning_within_eps():
     rng = np.random.default_rng(11)
     net = rnet(rng, [3, 20, 20, 4])
@@ -234,6 +281,25 @@ def test_cli_prune_equiv_slice(onnx_net, tmp_path, capsys):
     assert _run(["slice-eval", d, "0,0.2,0.1", "--json"]) == 0
     y = json.loads(capsys.readouterr().out)["y"]
     assert np.allclose(y, net.forward(np.array([0, 0.2, 0.1])), atol=1e-12)
+
+
+def test_cli_refine_options(onnx_net, tmp_path, capsys):
+    from dpllnn.io.onnx_import import load_onnx
+    net, path, box = onnx_net
+    out = str(tmp_path / "small.onnx")
+    assert _run(["prune", path, "--region", box, "-o", out, "--refine", "8", "--budget", "0",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["equivalence"]["verdict"] == "equivalent"
+    rng = np.random.default_rng(1)
+    assert_agree(net, load_onnx(out), np.array([-0.2, 0.1, 0.0]), np.array([0.1, 0.4, 0.3]), rng)
+    d = str(tmp_path / "sl")
+    assert _run(["slice", path, "--region", box, "--max-regions", "2", "-o", d, "--refine", "2",
+                 "--refine-until", "0", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["proved"] == summary["regions"]
+    man = json.loads(open(os.path.join(d, "manifest.json")).read())
+    assert all(r["refine"] in (2, 8, 32, 128, 256) for r in man["regions"])
 
 
 def test_cli_bad_input(onnx_net, tmp_path):

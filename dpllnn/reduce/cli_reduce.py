@@ -33,6 +33,8 @@ def add_reduce_parsers(subparsers) -> None:
     p.add_argument("--certificate", help="write the stable sets, steps and equivalence proof here")
     p.add_argument("--budget", type=_nonneg_float, default=10.0,
                    help="MILP time for near-stable neurons, s (default 10)")
+    p.add_argument("--refine", type=_pos_int, default=1,
+                   help="certify stability on up to R sub-boxes of each region box (default 1)")
     p.add_argument("--eps", type=_pos_float, default=None,
                    help="also remove/linearise neurons while max |N - N'| <= EPS is proved")
     p.add_argument("--eps-budget", type=_nonneg_float, default=30.0, help="time for --eps, s")
@@ -49,6 +51,10 @@ def add_reduce_parsers(subparsers) -> None:
     s.add_argument("--max-regions", type=_pos_int, default=16)
     s.add_argument("-o", "--output", required=True, help="output directory (manifest.json + ONNX)")
     s.add_argument("--budget", type=_nonneg_float, default=1.0, help="MILP time per slice, s")
+    s.add_argument("--refine", type=_pos_int, default=1,
+                   help="certify each slice on up to R sub-boxes (default 1)")
+    s.add_argument("--refine-until", type=_nonneg_float, default=None,
+                   help="re-certify a slice keeping > F x the ReLUs with 4x the sub-boxes (to 256)")
     s.add_argument("--equiv-timeout", type=_nonneg_float, default=30.0,
                    help="time to prove each slice equivalent, s (0: skip; proved=false)")
     s.add_argument("--seed-boxes", help="JSON list of boxes tiling the region (e.g. from verify)")
@@ -94,7 +100,7 @@ def cmd_prune(args) -> int:
 
     net = _load_net(args.network)
     boxes = _region(args.region, net)
-    st = certify_stable(net, boxes, budget_s=args.budget, seed=args.seed)
+    st = certify_stable(net, boxes, budget_s=args.budget, seed=args.seed, refine=args.refine)
     changes = []
     if args.eps:
         from .tolerance import prune_with_tolerance
@@ -142,7 +148,8 @@ def cmd_slice(args) -> int:
         seed_boxes = load_region(args.seed_boxes, net)
     man = slice_network(net, boxes, args.max_regions, args.output, budget_s=args.budget,
                         equiv=args.equiv_timeout > 0, equiv_timeout_s=args.equiv_timeout,
-                        seed_boxes=seed_boxes, source=os.path.abspath(args.network), seed=args.seed)
+                        seed_boxes=seed_boxes, source=os.path.abspath(args.network), seed=args.seed,
+                        refine=args.refine, refine_until=args.refine_until)
     rel = [r["relus"] for r in man["regions"]]
     proved = sum(bool(r["proved"]) for r in man["regions"])
     summary = {"directory": os.path.abspath(args.output), "regions": len(rel),

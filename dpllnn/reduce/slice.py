@@ -113,7 +113,8 @@ def split_region(network: Network, boxes, max_regions: int, seed_boxes=None,
 def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
                   budget_s: float = 2.0, equiv: bool = True, equiv_timeout_s: float = 30.0,
                   seed_boxes=None, source: str | None = None, seed: int = 0,
-                  thorough: bool = True) -> dict:
+                  thorough: bool = True, refine: int = 1, refine_until: float | None = None,
+                  refine_max: int = 256) -> dict:
     """Slice ``network`` over the region and (optionally) write the family to ``out_dir``.
 
     Parameters
@@ -125,6 +126,13 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
         ``manifest.json``
     budget_s : float -- MILP budget per slice for near-stable neurons (0: no MILP)
     thorough : bool -- also PGD and alpha-CROWN per slice (False: bounds only, for many slices)
+    refine : int -- certify each slice's stable sets on up to ``refine`` sub-boxes of its box
+        (:func:`dpllnn.reduce.stable.certify_stable`).  The family still has one network per
+        slice; the certified phases hold on the whole slice box, so the equivalence check runs on
+        that box with them.
+    refine_until, refine_max : adaptive refinement: while a slice keeps more than
+        ``refine_until * network.n_relus`` ReLUs, certify it again with 4x the sub-boxes, up to
+        ``refine_max`` (None: no escalation).  Each slice records ``refine`` (sub-boxes used).
     equiv, equiv_timeout_s : prove each slice equivalent (``proved``), and the time per slice
     seed_boxes : optional initial tiling (see :func:`split_region`)
     source : str -- recorded in the manifest
@@ -142,16 +150,22 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
         os.makedirs(out_dir, exist_ok=True)
     regions = []
     for i, (lb, ub) in enumerate(leaves):
-        st = certify_stable(network, [(lb, ub)], budget_s=budget_s, seed=seed,
-                            use_milp=budget_s > 0, use_alpha=thorough, use_pgd=thorough,
-                            n_samples=1024 if thorough else 64)
-        small, rep = prune_network(network, st)
+        R = max(1, int(refine))
+        while True:
+            st = certify_stable(network, [(lb, ub)], budget_s=budget_s, seed=seed,
+                                use_milp=budget_s > 0, use_alpha=thorough, use_pgd=thorough,
+                                n_samples=(1024 if thorough else 64) // R or 16, refine=R)
+            small, rep = prune_network(network, st)
+            if (refine_until is None or small.n_relus <= refine_until * network.n_relus
+                    or R >= refine_max):
+                break
+            R = min(4 * R, refine_max)
         reg = {"lb": [float(v) for v in lb], "ub": [float(v) for v in ub],
                "onnx": f"region_{i:04d}.onnx", "relus": small.n_relus,
-               "params": small.n_params, "proved": False}
+               "params": small.n_params, "proved": False, "refine": R}
         if equiv:
-            er = check_equivalence(network, small, [(lb, ub)], timeout_s=equiv_timeout_s, seed=seed,
-                                   phases=[st.phase])
+            er = check_equivalence(network, small, [(lb, ub)], timeout_s=equiv_timeout_s,
+                                   seed=seed, phases=[st.phase])
             reg.update(proved=er.proved, eps=er.eps, equiv=er.verdict, equiv_how=er.how,
                        equiv_time_s=round(er.time_s, 4))
         if out_dir is not None:
