@@ -4,9 +4,10 @@
         [--slices 16,64,256] [--slice-regions prop1,full] [--verify-nets 9] [--verify-timeout 30]
         -o OUT_DIR
 
-The 45-network measurement of issue #6 was run as two passes (~1 h on one core in all):
-``--regions prop1 --verify-nets 9`` on all 45 networks, then ``--regions full --slices 16,64
---every 5`` (9 networks: big boxes make every slice's equivalence check slow).
+The 45-network measurement of issue #6 is meant as two passes: ``--regions prop1 --verify-nets 9``
+on all 45 networks (~30 min on one core; run in session 2, 256 regions reached 11 networks), then
+``--regions full --slices 16,64 --every 5`` (9 networks: big boxes make every slice's equivalence
+check slow; not run yet).
 
 Regions: ``prop1`` is prop_1.vnnlib's input box; ``full`` is the union box of the 10 ACAS Xu
 properties, ``X_0 in [-0.328422877, 0.679857769]`` and ``X_1..X_4 in [-0.5, 0.5]`` (the networks'

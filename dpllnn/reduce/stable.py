@@ -193,7 +193,6 @@ def _certify_box(network, packed, lb, ub, deadline, use_alpha, use_milp, n_sampl
                 phase[i] = 1 if lbd.stable_active[i] else -1
     for k in range(len(sizes)):
         lbd = compute_bounds(packed, lb, ub, phase, "crown")
-        sl = slice(offs[k], offs[k + 1])
         for i in range(offs[k], offs[k + 1]):
             if phase[i] == 0 and (lbd.stable_active[i] or lbd.stable_inactive[i]):
                 phase[i] = 1 if lbd.stable_active[i] else -1
