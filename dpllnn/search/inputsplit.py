@@ -295,18 +295,15 @@ class _Search:
             return None
         self.hot.sort(key=lambda h: h[0])
         hot, self.hot = self.hot[:self.cfg.hot_points], []
-        ends = self.ends
         for j, (_, x, lo, hi, op) in enumerate(hot):
             if time.monotonic() > self.deadline:
                 return None
-            sel = np.flatnonzero(op)
-            if sel.size == 0:
+            if not op.any():
                 continue
-            rows = np.concatenate([np.arange(self.groups[s], ends[s]) for s in sel])
-            g = np.cumsum([0] + [ends[s] - self.groups[s] for s in sel[:-1]]).astype(np.int64)
+            rows, g = self._open_rows(op)
             xb, m = falsify_box(self.network, lo, hi, self.C[rows], self.d[rows],
                                 seed=self.seed + it * 17 + j, steps=20, restarts=4, x0=x,
-                                deadline=self.deadline, groups=g if len(g) > 1 else None)
+                                deadline=self.deadline, groups=g)
             self.stats["pgd_hot_runs"] = self.stats.get("pgd_hot_runs", 0) + 1
             if m <= 0:
                 cex = self.validate(xb)
@@ -314,20 +311,24 @@ class _Search:
                     return cex
         return None
 
+    def _open_rows(self, open_row):
+        """Stacked row indices of the open disjuncts in ``open_row`` (k,) and their group starts
+        within that selection (None for a single disjunct), as :func:`falsify_box` takes them."""
+        sel = np.flatnonzero(open_row)
+        rows = np.concatenate([np.arange(self.groups[s], self.ends[s]) for s in sel])
+        g = np.cumsum([0] + [self.ends[s] - self.groups[s] for s in sel[:-1]]).astype(np.int64)
+        return rows, (g if len(g) > 1 else None)
+
     def pgd(self, lo, hi, open_, it):
         for j in range(lo.shape[0]):
             if time.monotonic() > self.deadline:
                 return None
-            sel = np.flatnonzero(open_[j])
-            if sel.size == 0:
+            if not open_[j].any():
                 continue
-            ends = np.append(self.groups[1:], self.C.shape[0])
-            rows = np.concatenate([np.arange(self.groups[s], ends[s]) for s in sel])
-            g = np.cumsum([0] + [ends[s] - self.groups[s] for s in sel[:-1]]).astype(np.int64)
+            rows, g = self._open_rows(open_[j])
             x, m = falsify_box(self.network, lo[j], hi[j], self.C[rows], self.d[rows],
                                seed=self.seed + it * 31 + j, steps=30, restarts=8,
-                               x0=0.5 * (lo[j] + hi[j]), deadline=self.deadline,
-                               groups=g if len(g) > 1 else None)
+                               x0=0.5 * (lo[j] + hi[j]), deadline=self.deadline, groups=g)
             self.stats["pgd_runs"] = self.stats.get("pgd_runs", 0) + 1
             if m <= 0:
                 cex = self.validate(x)
