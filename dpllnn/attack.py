@@ -246,7 +246,8 @@ def _corners(rng, lb, ub, k):
 
 def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n_random: int = 512,
             pgd_restarts: int = 16, pgd_steps: int = 60, seed: int = 0,
-            use_onnxruntime: bool = True, deadline: float | None = None) -> Counterexample | None:
+            use_onnxruntime: bool = True, deadline: float | None = None,
+            starts: dict | None = None) -> Counterexample | None:
     """Look for a counterexample with random sampling and PGD, until the time is up.
 
     Each case gets ``n_random`` uniform samples plus the box centre and corners, then rounds of
@@ -264,6 +265,10 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
     seed : int -- everything is deterministic given the seed (up to where time runs out)
     use_onnxruntime : bool -- forwarded to :func:`dpllnn.validate.check_counterexample`
     deadline : float, optional -- ``time.monotonic()`` value; the earlier of the two limits holds
+    starts : dict, optional -- ``{case index: [array (k_j, n_inputs) per disjunct j]}``: extra
+        points (e.g. :func:`dpllnn.bounds.lower_bound_minimisers`) sampled with the random ones
+        and used first, per disjunct, as PGD starts (measured: on mnist_fc 256x4 prop_6_0.05
+        PGD from random points stalls at margin 0.03, from a CROWN minimiser it reaches -0.42)
 
     Returns
     -------
@@ -276,23 +281,29 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
         raise ValueError("falsify needs time_limit_s or deadline")
     end = min(limits)
     rng = np.random.default_rng(seed)
-    cases = []  # per case: list of targets (C, d, groups); the union of all disjuncts first
-    for case in spec.cases:
+    cases = []  # per case: list of targets (C, d, groups, starts); the union first
+    for ci0, case in enumerate(spec.cases):
         if case.is_empty:
             continue
         tl = []
-        for disj in case.disjuncts:
+        extra = (starts or {}).get(ci0)
+        for j, disj in enumerate(case.disjuncts):
             if disj.C.shape[0] == 0:  # empty conjunction: any point of the box is unsafe
                 cex = validate_candidate(network, spec, 0.5 * (case.lb + case.ub), case.lb, case.ub,
                                 use_onnxruntime)
                 if cex is not None:
                     return cex
                 continue
-            tl.append((disj.C, disj.d, None))
+            xs = None
+            if extra is not None and j < len(extra) and extra[j] is not None and len(extra[j]):
+                xs = np.clip(np.atleast_2d(np.asarray(extra[j], dtype=np.float64)),
+                             case.lb, case.ub)
+            tl.append((disj.C, disj.d, None, xs))
         if len(tl) > 1:
             groups = np.cumsum([0] + [t[0].shape[0] for t in tl[:-1]])
+            xs = [t[3] for t in tl if t[3] is not None]
             tl.insert(0, (np.vstack([t[0] for t in tl]), np.concatenate([t[1] for t in tl]),
-                          groups))
+                          groups, np.vstack(xs) if xs else None))
         if tl:
             cases.append((case, tl))
     if not cases:
@@ -313,16 +324,18 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
         if time.monotonic() > end:
             return None
         lb, ub = case.lb, case.ub
-        X = np.vstack([0.5 * (lb + ub)[None], _corners(rng, lb, ub, 64),
-                       lb + rng.random((n_random, lb.shape[0])) * (ub - lb)])
+        own = [] if tl[0][3] is None else [tl[0][3]]
+        X = np.vstack(own + [0.5 * (lb + ub)[None], _corners(rng, lb, ub, 64),
+                             lb + rng.random((n_random, lb.shape[0])) * (ub - lb)])
         Y = network.forward(X)
-        for ti, (C, d, groups) in enumerate(tl):
+        for ti, (C, d, groups, xs) in enumerate(tl):
             m = _target_margin(Y, C, d, groups)
             if ti == 0:
                 cex = try_candidates(X, m, case)
                 if cex is not None:
                     return cex
-            seeds[ci, ti] = X[np.argsort(m)[: max(pgd_restarts // 2, 1)]]
+            best = X[np.argsort(m)[: max(pgd_restarts // 2, 1)]]
+            seeds[ci, ti] = best if xs is None else np.vstack([xs, best])[:pgd_restarts]
 
     # ---- PGD rounds: each round attacks every case's union and one of its disjuncts ------
     rnd = 0
@@ -331,7 +344,7 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
             for ti in sorted({0, rnd % len(tl)}):
                 if time.monotonic() > end:
                     return None
-                C, d, groups = tl[ti]
+                C, d, groups, _ = tl[ti]
                 lb, ub = case.lb, case.ub
                 first = rnd == 0 or (ti > 0 and rnd < len(tl))
                 X0 = _starts(rng, lb, ub, pgd_restarts, seeds[ci, ti] if first else None)

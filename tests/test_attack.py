@@ -157,3 +157,35 @@ def test_union_margin_groups():
     m2, g2 = margin_and_grad(net, X, C2, d2)
     np.testing.assert_allclose(m, np.minimum(m1, m2))
     np.testing.assert_allclose(g, np.where((m1 <= m2)[:, None], g1, g2))
+
+
+def test_falsify_uses_given_starts():
+    # a spike so narrow that neither sampling nor zero-step PGD meets it; the start given for the
+    # spike disjunct (index 1) is inside it
+    net, spec = spike_network(k=1e4), spike_spec()
+    kw = dict(time_limit_s=0.5, n_random=16, pgd_restarts=4, pgd_steps=0, use_onnxruntime=False)
+    assert falsify(net, spec, **kw) is None
+    cex = falsify(net, spec, starts={0: [None, np.array([[0.3137, 0.6221]])]}, **kw)
+    assert cex is not None and check_counterexample(net, spec, cex.x, use_onnxruntime=False)
+
+
+def test_lower_bound_minimisers_are_the_minimising_vertices():
+    # all hidden neurons stably active on the box: the network is affine there, CROWN is exact,
+    # and the minimiser of each row must be a vertex attaining the minimum over all 2^n vertices
+    from dpllnn.bounds import compute_bounds, lower_bound_minimisers, pack
+    rng = np.random.default_rng(3)
+    n = 4
+    net = random_network(rng, n, (6, 5), 3)
+    for aff in net.affines[:-1]:
+        aff.b[:] = np.abs(aff.W).sum(1) * 20.0 + 1.0
+    lb, ub = -np.ones(n), np.ones(n)
+    C, d = rng.normal(size=(5, 3)), rng.normal(size=5)
+    packed = pack(net)
+    lbd = compute_bounds(packed, lb, ub, None, "crown", C=C, d=d)
+    assert lbd.n_unstable == 0
+    X = lower_bound_minimisers(packed, lb, ub, lbd, C, d)
+    assert X.shape == (5, n) and np.all((X == lb) | (X == ub))
+    corners = np.array([[ub[i] if (k >> i) & 1 else lb[i] for i in range(n)] for k in range(2 ** n)])
+    vals = net.forward(corners) @ C.T - d
+    got = np.einsum("rj,rj->r", net.forward(X), C) - d
+    assert np.allclose(got, vals.min(0), rtol=1e-9, atol=1e-9)

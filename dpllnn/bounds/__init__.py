@@ -27,6 +27,8 @@ early_stop=False, **alpha_kw)``
 
 ``objective_bounds(packed, lb, ub, layer_bounds, C, d, alpha=None) -> (lower, upper)``
     Output-only CROWN on inherited intermediate bounds (fast refutation of a branch).
+    ``lower_bound_minimisers(...)``, same arguments: the box vertex minimising each row's CROWN
+    lower bound, (m, n_inputs) -- a start for attacks.
 
 ``batch_objective_bounds(packed, lbs, ubs, C, d, method="symbolic", phase=None,
 return_unstable=False) -> lower (B, m)[, unstable (B,)]``
@@ -77,9 +79,10 @@ from .alpha import alpha_crown
 from .pack import PackedNet, pack
 from .warm import warmup
 from .propagate import (METHODS, LayerBounds, batch_crown, batch_objective_bounds, compute_bounds,
-                        interval_objective_bounds, objective_bounds)
+                        interval_objective_bounds, lower_bound_minimisers, objective_bounds)
 
 __all__ = ["PackedNet", "pack", "LayerBounds", "compute_bounds", "objective_bounds",
+           "lower_bound_minimisers",
            "interval_objective_bounds", "batch_objective_bounds", "batch_crown", "alpha_crown", "METHODS",
            "babsr_scores", "bounds_report", "warmup"]
 

@@ -309,6 +309,39 @@ def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=
     return lower, -upper
 
 
+def lower_bound_minimisers(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=None,
+                           alpha=None) -> np.ndarray:
+    """The input-box vertex that minimises each row's CROWN linear lower bound.
+
+    CROWN bounds ``C @ y - d >= a_r . x + c_r`` on the box; the bound is attained at the vertex
+    ``x*_r`` (``lb`` where ``a_r >= 0``, ``ub`` elsewhere).  Where the relaxation is loose there,
+    the network itself is often close to violating the row: ``x*_r`` is a cheap start for an
+    attack (the "LP/bound primal as attack seed" of MN-BaB and alpha-beta-CROWN).
+
+    Parameters
+    ----------
+    packed, lb, ub, layer_bounds, C, d, alpha : as for :func:`objective_bounds`
+
+    Returns
+    -------
+    ndarray, float64, shape (m, n_inputs) -- one box vertex per row (the box centre for every
+    row if ``layer_bounds.infeasible``).
+    """
+    C, d = _objective(C, d, packed.n_outputs)
+    m = C.shape[0]
+    xl, xu = _box(packed, lb, ub)
+    if layer_bounds.infeasible:
+        return np.tile(0.5 * (xl + xu), (m, 1))
+    al = _EMPTY2 if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
+    out = np.full(m, -np.inf)
+    Ain = np.zeros((m, xl.shape[0]))
+    lb_ = layer_bounds
+    K.objective_lower(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu,
+                      lb_.z_lb, lb_.z_ub, lb_.z_phase, lb_.wa, C, -d, al, _EMPTY2,
+                      packed.margin_factor, out, Ain)
+    return np.where(Ain >= 0.0, xl, xu)
+
+
 def interval_objective_bounds(packed: PackedNet, layer_bounds: LayerBounds, C, d=None):
     """Bounds on ``C @ y - d`` from the output box only (what IBP gives); (lower, upper) (m,)."""
     C, d = _objective(C, d, packed.n_outputs)

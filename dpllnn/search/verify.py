@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from ..attack import falsify
-from ..bounds import alpha_crown, compute_bounds, pack
+from ..bounds import alpha_crown, compute_bounds, lower_bound_minimisers, pack
 from ..network import Network
 from .. import limits
 from ..result import Result, Verdict
@@ -64,6 +64,21 @@ def root_refute(packed, case, open_idx, method="crown", stats=None):
         if not np.any(lbd.obj_lower[rows[k]:rows[k + 1]] > 0.0):
             still.append(i)
     return sorted(still), lbd
+
+
+def attack_starts(packed, case, open_idx, lbd):
+    """Per disjunct of ``case``: the box vertices minimising its rows' CROWN lower bounds under
+    the root bounds ``lbd`` (None for disjuncts not open or without rows); see
+    :func:`dpllnn.bounds.lower_bound_minimisers`."""
+    out = [None] * len(case.disjuncts)
+    nonempty = [i for i in open_idx if case.disjuncts[i].C.shape[0] > 0]
+    if lbd is None or lbd.infeasible or not nonempty:
+        return out
+    C, d, rows = case.stack(nonempty)
+    X = lower_bound_minimisers(packed, case.lb, case.ub, lbd, C, d)
+    for k, i in enumerate(nonempty):
+        out[i] = X[rows[k]:rows[k + 1]]
+    return out
 
 
 def choose_mode(network: Network, mode: str) -> str:
@@ -154,7 +169,10 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
         falsify_s = (min(0.5, max(0.3, 0.03 * timeout_s)) if chosen == "inputsplit" else
                      min(3.0, max(0.3, 0.03 * timeout_s)))
     t = time.monotonic()
-    cex = falsify(network, spec, time_limit_s=falsify_s, seed=seed, deadline=deadline)
+    starts = {ci: attack_starts(packed, spec.cases[ci], open_per_case[ci], roots[ci])
+              for ci in live if open_per_case[ci]}
+    cex = falsify(network, spec, time_limit_s=falsify_s, seed=seed, deadline=deadline,
+                  starts=starts)
     stats["falsify_s"] = time.monotonic() - t
     if cex is not None:
         return done(Verdict.SAT, cex, "falsification (sampling/PGD)")
