@@ -10,7 +10,9 @@ import pytest
 
 from dpllnn.errors import DpllnnError
 from dpllnn.network import Affine, Network
-from dpllnn.reduce.equiv import check_equivalence, pad_to_depth, product_network
+from dpllnn.reduce.equiv import (check_equivalence, pad_to_depth, product_network,
+                                 tiled_upper_bounds)
+from dpllnn.reduce.forms import form_difference_bound
 from dpllnn.reduce.lump import lump_layer, proportional
 from dpllnn.reduce.prune import active_basis, prune_network
 from dpllnn.reduce.slice import SliceFamily, slice_network, split_region, tiles_region
@@ -223,6 +225,70 @@ def test_slice_adaptive_refinement(tmp_path):
     plain = slice_network(net, [(lb, ub)], 4, None, budget_s=0.0, thorough=False, equiv=False)
     assert [r["lb"] for r in plain["regions"]] == [r["lb"] for r in man["regions"]]
     assert sum(r["relus"] for r in man["regions"]) <= sum(r["relus"] for r in plain["regions"])
+
+
+def test_slice_refine_alpha(tmp_path):
+    """refine_alpha: a slice still above refine_until at refine_max is certified once more with
+    alpha-CROWN per sub-box; never more ReLUs than without, still exact and proved."""
+    rng = np.random.default_rng(21)
+    net = rnet(rng, [4] + [24] * 5 + [3])
+    lb, ub = rbox(rng, 4, w=1.0)
+    kw = dict(budget_s=0.0, thorough=False, refine=1, refine_until=0.0, refine_max=4,
+              equiv_timeout_s=20)
+    base = slice_network(net, [(lb, ub)], 4, None, **kw)
+    man = slice_network(net, [(lb, ub)], 4, str(tmp_path), refine_alpha=True, **kw)
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    assert any(r["refine_alpha"] for r in man["regions"])
+    for reg, r0, rd in zip(man["regions"], base["regions"], doc["regions"]):
+        assert reg["lb"] == r0["lb"] and reg["relus"] <= r0["relus"] and not r0["refine_alpha"]
+        assert reg["refine_alpha"] == (r0["relus"] > 0) == rd["refine_alpha"]
+        assert reg["proved"] is True
+        assert_agree(net, reg["network"], np.array(reg["lb"]), np.array(reg["ub"]), rng)
+    assert sum(r["relus"] for r in man["regions"]) < sum(r["relus"] for r in base["regions"])
+
+
+def test_tiled_upper_bounds_sound_and_tighter():
+    """The union of sub-box CROWN bounds over a tiling is sound and tighter than whole-box CROWN
+    on many neurons (not all: CROWN is not monotone in the box); a set of sub-boxes that does not
+    cover the box is refused (None)."""
+    from dpllnn.bounds import compute_bounds, pack
+    rng = np.random.default_rng(8)
+    net = rnet(rng, [5] + [30] * 6 + [5])
+    lb, ub = rbox(rng, 5, w=0.5)
+    st = certify_stable(net, [(lb, ub)], budget_s=0.0, use_milp=False, use_alpha=False,
+                        use_pgd=False, n_samples=16, refine=64)
+    z_ub = tiled_upper_bounds(net, lb, ub, st.cert_boxes, st.phase)
+    whole = compute_bounds(pack(net), lb, ub, st.phase, "crown").ub
+    Z = np.hstack(net.pre_activations(sample_box(lb, ub, 5000, rng)))
+    assert np.all(Z.max(axis=0) <= z_ub + 1e-9)
+    assert np.sum(z_ub < whole - 1e-6) > np.sum(z_ub > whole + 1e-6)
+    assert tiled_upper_bounds(net, lb, ub, st.cert_boxes[1:], st.phase) is None
+    # the form-matching bound with the tiled ranges is no looser, and the pruned net is proved
+    small, _ = prune_network(net, st)
+    b0 = form_difference_bound(net, small, lb, ub, st.phase)
+    b1 = form_difference_bound(net, small, lb, ub, st.phase, z_ub=z_ub)
+    assert b0 is not None and np.all(b1 <= b0 + 1e-15)
+    res = check_equivalence(net, small, [(lb, ub)], timeout_s=30, phases=[st.phase],
+                            tiling=st.cert_boxes)
+    assert res.verdict == "equivalent", res
+
+
+@pytest.mark.parametrize("seed,sizes", CASES[:2])
+def test_wrong_pruning_caught_with_tiling(seed, sizes):
+    """A tiling only tightens ranges: a wrongly pruned network is still found different."""
+    rng = np.random.default_rng(100 + seed)
+    net = rnet(rng, sizes)
+    lb, ub = rbox(rng, sizes[0], w=0.6)
+    st = certify_stable(net, [(lb, ub)], budget_s=0.0, use_milp=False, refine=16)
+    un = np.nonzero(st.phase == 0)[0]
+    Z = np.hstack(net.pre_activations(sample_box(lb, ub, 500, rng)))
+    j = un[int(np.argmax(np.max(np.maximum(Z[:, un], 0), axis=0)))]
+    bad = StableSets(st.phase.copy(), st.how, st.hidden_sizes)
+    bad.phase[j] = -1
+    wrong, _ = prune_network(net, bad)
+    res = check_equivalence(net, wrong, [(lb, ub)], eps=1e-6, timeout_s=30, n_samples=0,
+                            pgd=False, phases=[st.phase], tiling=st.cert_boxes)
+    assert res.verdict == "different", res
 
 
 def test_tolerance_pruning_within_eps():

@@ -112,7 +112,8 @@ def cmd_prune(args) -> int:
     if args.equiv_timeout > 0:
         eps = args.eps or default_eps(net, boxes, seed=args.seed)
         eq = check_equivalence(net, small, boxes, eps, timeout_s=args.equiv_timeout,
-                               seed=args.seed, phases=[st.phase] * len(boxes))
+                               seed=args.seed, phases=[st.phase] * len(boxes),
+                               tiling=st.cert_boxes if args.refine > 1 else None)
     to_onnx(small, args.output, input_shape=net.input_shape, dtype=args.dtype)
     doc = {"source": os.path.abspath(args.network), "region": os.path.abspath(args.region),
            "output": os.path.abspath(args.output), "prune": rep.to_json(),

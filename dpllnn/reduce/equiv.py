@@ -8,7 +8,9 @@ affine subtracts.  ``N_A`` and ``N_B`` are ``eps``-equivalent on the boxes iff t
 
 Order: sampled points and box corners, then PGD on each ``+-P_i``, then sound bounds on ``P``
 (CROWN), then neuron-function matching (:mod:`dpllnn.reduce.forms`: sound, and the check that
-succeeds on pruned networks), then a HiGHS MILP per disjunct (:mod:`dpllnn.reduce.milp`; measured faster than the
+succeeds on pruned networks; given a *tiling* of a box, e.g. the sub-boxes its stable sets were
+certified on, the atoms' ranges are the maximum of CROWN over the sub-boxes, which keeps the error
+bound below ``eps`` on big boxes), then a HiGHS MILP per disjunct (:mod:`dpllnn.reduce.milp`; measured faster than the
 search on product networks, whose LP relaxation of ``N - N`` is loose), then, if still open,
 :func:`dpllnn.search.verify.verify` on the property with the remaining time.  A counterexample is reported only after a
 float64 replay shows ``|N_A(x) - N_B(x)| > eps``.
@@ -33,7 +35,7 @@ from .milp import ReluMILP
 from .stable import sample_box
 
 __all__ = ["product_network", "pad_to_depth", "check_equivalence", "EquivResult", "default_eps",
-           "difference_spec"]
+           "difference_spec", "tiled_upper_bounds"]
 
 
 def pad_to_depth(net: Network, depth: int) -> Network:
@@ -135,7 +137,7 @@ def _pgd_extremes(P: Network, lb, ub, rng, restarts=4, steps=30):
 def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *,
                       timeout_s: float = 60.0, seed: int = 0, use_verify: bool = True,
                       use_milp: bool = True, n_samples: int = 1024, pgd: bool = True,
-                      verify_share: float = 0.5, phases=None) -> EquivResult:
+                      verify_share: float = 0.5, phases=None, tiling=None) -> EquivResult:
     """Is ``max |N_A(x) - N_B(x)| < eps`` for every ``x`` in the boxes?
 
     Parameters
@@ -149,6 +151,10 @@ def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *
     n_samples, pgd : random samples per box (0: no sampling at all) and whether to run PGD
     phases : list of ndarray int8 (A.n_relus,) per box, optional -- certified phases of ``A``
         (e.g. from :func:`dpllnn.reduce.stable.certify_stable`) for the form-matching proof
+    tiling : list of (lb, ub), optional -- sub-boxes with disjoint interiors that tile the boxes
+        (e.g. :attr:`StableSets.cert_boxes`); the sub-boxes inside a box tighten ``A``'s
+        pre-activation ranges for the form-matching proof, when their volumes sum to the box's
+        (otherwise they are ignored for that box)
 
     Returns
     -------
@@ -195,7 +201,8 @@ def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *
     still = []
     for bi, (lb, ub, lbd) in enumerate(open_boxes):  # 4. neuron-function matching (forms.py)
         ph = None if phases is None else phases[boxes_index(boxes, lb, ub)]
-        bnd = form_difference_bound(A, B, lb, ub, ph)
+        z_ub = None if tiling is None else tiled_upper_bounds(A, lb, ub, tiling, ph)
+        bnd = form_difference_bound(A, B, lb, ub, ph, z_ub=z_ub)
         if bnd is None or not np.all(bnd < eps):
             still.append((lb, ub, lbd))
     open_boxes = still
@@ -215,6 +222,26 @@ def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *
         if isinstance(v, np.ndarray) and confirm(v):
             return out("different", "verify", v)
     return out("unknown", "time limit" if time.monotonic() >= deadline else "no proof")
+
+
+def tiled_upper_bounds(A: Network, lb, ub, tiling, phase=None, rtol: float = 1e-9):
+    """Max over the sub-boxes of ``tiling`` inside ``[lb, ub]`` of ``A``'s CROWN pre-activation
+    upper bounds (with ``phase`` where it is consistent on the sub-box), or None when those
+    sub-boxes' volumes do not sum to the box's.  Sound when the tiling's sub-boxes have disjoint
+    interiors (then they cover the box)."""
+    subs = [(np.asarray(l, dtype=np.float64), np.asarray(u, dtype=np.float64)) for l, u in tiling]
+    subs = [(l, u) for l, u in subs if np.all(l >= lb) and np.all(u <= ub)]
+    vol = float(np.prod(ub - lb))
+    if not subs or vol <= 0 or abs(sum(float(np.prod(u - l)) for l, u in subs) - vol) > rtol * max(vol, 1e-300):
+        return None
+    packed = pack(A)
+    z_ub = np.full(A.n_relus, -np.inf)
+    for l, u in subs:
+        lbd = compute_bounds(packed, l, u, phase, "crown")
+        if lbd.infeasible:      # phases not consistent here: bounds without them
+            lbd = compute_bounds(packed, l, u, None, "crown")
+        np.maximum(z_ub, lbd.ub, out=z_ub)
+    return z_ub
 
 
 def boxes_index(boxes, lb, ub) -> int:

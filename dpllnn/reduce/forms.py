@@ -31,13 +31,14 @@ from ..network import Network
 __all__ = ["form_difference_bound"]
 
 
-def _phases_and_bounds(A: Network, lb, ub, phase=None):
+def _phases_and_bounds(A: Network, lb, ub, phase=None, z_ub=None):
     packed = pack(A)
     lbd = compute_bounds(packed, lb, ub, phase, "crown")
     ph = np.where(lbd.stable_active, 1, np.where(lbd.stable_inactive, -1, 0)).astype(np.int8)
     if phase is not None:
         ph = np.where(np.asarray(phase) != 0, phase, ph).astype(np.int8)
-    return ph, lbd.ub.copy(), lbd.infeasible
+    zub = lbd.ub.copy() if z_ub is None else np.minimum(lbd.ub, np.asarray(z_ub, dtype=np.float64))
+    return ph, zub, lbd.infeasible
 
 
 def _normalise(F):
@@ -45,7 +46,8 @@ def _normalise(F):
     return F / np.where(s > 0, s, 1.0)[:, None], s
 
 
-def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol: float = 1e-7):
+def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol: float = 1e-7,
+                          z_ub=None):
     """Sound bound on ``max_i |N_A(x) - N_B(x)|_i`` over the box, or None if ``N_B`` does not match.
 
     Parameters
@@ -56,13 +58,17 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol:
         :attr:`StableSets.phase`); CROWN's are used (and combined) otherwise
     match_tol : float -- largest normalised form distance accepted as a match; any match is
         sound (its residual enters the error bound), a loose one only gives a looser bound
+    z_ub : ndarray (A.n_relus,), optional -- sound upper bounds of ``A``'s pre-activations on the
+        box from elsewhere (e.g. the maximum of CROWN bounds over sub-boxes that tile it); used
+        with CROWN's (the minimum of both) as the atoms' ranges.  The error terms scale with these
+        ranges, which whole-box CROWN overestimates by 100x or more in deep layers
 
     Returns
     -------
     ndarray (n_outputs,) of bounds on ``|N_A - N_B|`` per output, or None
     """
     lb, ub = np.asarray(lb, dtype=np.float64), np.asarray(ub, dtype=np.float64)
-    ph, zub, infeasible = _phases_and_bounds(A, lb, ub, phase)
+    ph, zub, infeasible = _phases_and_bounds(A, lb, ub, phase, z_ub)
     if infeasible:
         return None
     n_in = A.n_inputs

@@ -114,7 +114,7 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
                   budget_s: float = 2.0, equiv: bool = True, equiv_timeout_s: float = 30.0,
                   seed_boxes=None, source: str | None = None, seed: int = 0,
                   thorough: bool = True, refine: int = 1, refine_until: float | None = None,
-                  refine_max: int = 256) -> dict:
+                  refine_max: int = 256, refine_alpha: bool = False) -> dict:
     """Slice ``network`` over the region and (optionally) write the family to ``out_dir``.
 
     Parameters
@@ -133,6 +133,9 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
     refine_until, refine_max : adaptive refinement: while a slice keeps more than
         ``refine_until * network.n_relus`` ReLUs, certify it again with 4x the sub-boxes, up to
         ``refine_max`` (None: no escalation).  Each slice records ``refine`` (sub-boxes used).
+    refine_alpha : bool -- a slice still above ``refine_until`` at ``refine_max`` sub-boxes is
+        certified once more with alpha-CROWN on every sub-box (for the neurons CROWN leaves
+        open); recorded as ``refine_alpha`` on the slice
     equiv, equiv_timeout_s : prove each slice equivalent (``proved``), and the time per slice
     seed_boxes : optional initial tiling (see :func:`split_region`)
     source : str -- recorded in the manifest
@@ -151,21 +154,27 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
     regions = []
     for i, (lb, ub) in enumerate(leaves):
         R = max(1, int(refine))
+        alpha = thorough
         while True:
             st = certify_stable(network, [(lb, ub)], budget_s=budget_s, seed=seed,
-                                use_milp=budget_s > 0, use_alpha=thorough, use_pgd=thorough,
+                                use_milp=budget_s > 0, use_alpha=alpha, use_pgd=thorough,
                                 n_samples=(1024 if thorough else 64) // R or 16, refine=R)
             small, rep = prune_network(network, st)
-            if (refine_until is None or small.n_relus <= refine_until * network.n_relus
-                    or R >= refine_max):
+            if refine_until is None or small.n_relus <= refine_until * network.n_relus:
                 break
+            if R >= refine_max:
+                if alpha or not refine_alpha:
+                    break
+                alpha = True
             R = min(4 * R, refine_max)
         reg = {"lb": [float(v) for v in lb], "ub": [float(v) for v in ub],
                "onnx": f"region_{i:04d}.onnx", "relus": small.n_relus,
-               "params": small.n_params, "proved": False, "refine": R}
+               "params": small.n_params, "proved": False, "refine": R,
+               "refine_alpha": bool(alpha and not thorough)}
         if equiv:
             er = check_equivalence(network, small, [(lb, ub)], timeout_s=equiv_timeout_s,
-                                   seed=seed, phases=[st.phase])
+                                   seed=seed, phases=[st.phase],
+                                   tiling=st.cert_boxes if R > 1 else None)
             reg.update(proved=er.proved, eps=er.eps, equiv=er.verdict, equiv_how=er.how,
                        equiv_time_s=round(er.time_s, 4))
         if out_dir is not None:
