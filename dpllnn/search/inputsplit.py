@@ -81,14 +81,16 @@ class InputSplitSettings:
     lp_max_unstable: int = 3        # boxes with at most this many unstable neurons: cell LPs
     lp_max_unstable_stuck: int = 10  # the same for boxes at float resolution (last resort)
     lp_per_iter: int = 16           # at most this many boxes tried with LPs per iteration
-    alpha_depth: int = 6            # popped boxes at least this deep get alpha-CROWN (-1: never)
+    alpha_depth: int = 4            # popped boxes at least this deep get alpha-CROWN (-1: never)
     alpha_after_s: float = 1.0      # ... once the search has run this long (easy cases end first)
     alpha_iters: int = 10           # alpha-CROWN steps on the objective rows
     alpha_inter_iters: int = 5      # ... and on each hidden layer's unstable neurons (0: none)
     alpha_rows: int = 4             # alpha-CROWN optimises this many best rows per disjunct (0: all)
     alpha_gap_factor: float = 0.5   # ... only on boxes whose gap is within this many median gains
     alpha_force_depth: int = 20     # ... and on every box at least this deep
-    alpha_share: float = 0.6        # at most this share of the search time goes to alpha-CROWN
+    alpha_share: float = 0.8        # at most this share of the search time goes to alpha-CROWN
+    #   (depth 4 and share 0.8 since session 3: 2 workers, in-process, 3_3 / 4_2 prop_2
+    #   11.6 / 11.4 s -> 9.8 / 9.9 s; the 8 next-slowest ACAS Xu instances 20.2 -> 18.9 s)
 
 
 DEFAULT = InputSplitSettings()
