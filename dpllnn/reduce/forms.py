@@ -82,7 +82,9 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol:
     pre_forms, posts, phs, pre_errs = [], [], [], []   # every A neuron: forms, phase, error
     errA = np.zeros(n_in)
     post_errs = []
-    atom_pre = {}                               # atom index -> normalised pre form (for lam-sharing)
+    # atoms' normalised pre forms (rows), scales and indices, for lam-sharing
+    atom_G, atom_s, atom_t = np.zeros((A.n_relus, cap)), np.zeros(A.n_relus), np.zeros(A.n_relus, int)
+    n_shared = 0
     off = 0
     for k, aff in enumerate(A.affines[:-1]):
         F = aff.W @ G
@@ -99,18 +101,22 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol:
                 f = F[j]
                 s = np.max(np.abs(f))
                 hit = None
-                if s > 0:
-                    for t, (g, gs) in atom_pre.items():
-                        lam = s / gs
-                        if np.max(np.abs(f - lam * g * gs)) <= 1e-12 * s:
-                            hit = (t, lam)
-                            postA[j] = EA[j] + np.abs(f - lam * g * gs) @ amax
-                            break
+                if s > 0 and n_shared:
+                    lam = s / atom_s[:n_shared]
+                    R = np.abs(f - (lam[:, None] * atom_G[:n_shared]) * atom_s[:n_shared, None])
+                    ok = np.nonzero(np.max(R, axis=1) <= 1e-12 * s)[0]
+                    if ok.size:                 # the first atom that matches
+                        q = int(ok[0])
+                        hit = (int(atom_t[q]), float(lam[q]))
+                        postA[j] = EA[j] + R[q] @ amax
                 if hit is None:
                     t = n_atoms
                     n_atoms += 1
                     amax[t] = max(float(zub[off + j]), 0.0)
-                    atom_pre[t] = (f / s if s > 0 else f, s if s > 0 else 1.0)
+                    atom_G[n_shared] = f / s if s > 0 else f
+                    atom_s[n_shared] = s if s > 0 else 1.0
+                    atom_t[n_shared] = t
+                    n_shared += 1
                     hit = (t, 1.0)
                 P[j, hit[0]] = hit[1]
         pre_forms.append(F)
