@@ -135,3 +135,26 @@ def test_phase_cubes_are_all_sign_patterns_of_distinct_unstable_neurons():
     assert len({tuple(sorted(c)) for c in cubes}) == 2 ** k  # every sign pattern once
     for c in cubes:
         assert {abs(l) - 1 for l in c} == neurons
+
+
+def test_falsification_task_reports_a_valid_counterexample():
+    # the worker's falsification task (parallel CDCL runs half the up-front attack there):
+    # run _worker in this process on a queue holding that task, then the stop sentinel
+    import queue
+
+    from dpllnn.search.portfolio import _FALSIFY, _worker
+    from test_attack import spike_network, spike_spec
+    net, spec = spike_network(k=5.0), spike_spec()
+    tasks, results = queue.Queue(), queue.Queue()
+    tasks.put((_FALSIFY, 2.0, {}, 7))
+    tasks.put(None)
+    import signal
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:  # _worker installs a worker's signal handlers: give this process its own back
+        _worker(0, net, spec, "cdcl", tasks, results, time.monotonic() + 30.0, 0)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    kind, x, err = results.get_nowait()
+    assert kind == "falsified" and err is None and x is not None
+    assert check_counterexample(net, spec, x) is not None

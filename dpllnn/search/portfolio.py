@@ -15,7 +15,8 @@ help (DESIGN.md §3): workers are processes.  Two ways of spreading the work:
   workers pull cubes from the queue and run :func:`dpllnn.search.cdcl.search_case` with the
   cube's phases fixed; the case is ``unsat`` when every cube is.  (This replaced a seed portfolio
   -- every worker on the whole case -- which gave no speed-up on mnist_fc: 0.98x with 2 workers.)
-  Learned clauses are not shared between workers.
+  Learned clauses are not shared between workers.  The up-front falsification is split too:
+  half in the parent, half as the first task of the pool (another seed) beside the first cubes.
 
 Workers are forked when the platform allows it (the network and the numba code are inherited, no
 re-import), else spawned.  The parent stops every worker as soon as the answer is known, on the
@@ -97,6 +98,10 @@ class _Share:
         self.tasks.put((tid, ci, open_idx, lb, ub, tseed, part))
 
 
+#: task id of a falsification task (parallel CDCL: the second half of the up-front attack)
+_FALSIFY = -1
+
+
 def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=None,
             next_tid=None):
     """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool) tasks; push
@@ -125,6 +130,16 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
             continue
         if task is None:
             return
+        if task[0] == _FALSIFY:  # (_FALSIFY, budget_s, starts, seed): attack, report, go on
+            from ..attack import falsify
+            try:
+                cex = falsify(network, spec, time_limit_s=task[1], seed=task[3],
+                              deadline=deadline, starts=task[2])
+                results.put(("falsified", None if cex is None else np.asarray(cex.x), None))
+            except Exception as e:  # reported: the parent then never answers unsat
+                results.put(("falsified", None, f"worker {wid} (falsification): "
+                             f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+            continue
         if idle:
             idle = False
             with hungry.get_lock():  # fed before anyone answered the request: withdraw it
@@ -172,7 +187,7 @@ def _merge(stats, part):
 
 
 def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, seed, workers,
-                    stats, done):
+                    stats, done, falsify_task=None):
     """Search the open cases with ``workers`` processes; returns ``done(verdict, cex, reason)``.
 
     Parameters
@@ -185,6 +200,9 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     workers : int >= 2
     stats : dict -- updated with the summed worker counters and ``workers``
     done : callable(verdict, cex=None, reason="") -> Result
+    falsify_task : (budget_s, starts) or None -- queue a falsification task first (seed + 1;
+        ``starts`` as for :func:`dpllnn.attack.falsify`); a counterexample it finds is
+        re-validated here like a search's
     """
     from ..validate import check_counterexample
 
@@ -206,6 +224,8 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     # every task (a whole case, a shared part of one, or a phase cube) must be unsat
     group = {tid: tid for tid in range(len(plan))}
     groups = set(group.values())
+    if falsify_task is not None:
+        tasks.put((_FALSIFY, float(falsify_task[0]), falsify_task[1], seed + 1))
     for tid, (ci, oi, lb, ub, s) in enumerate(plan):
         tasks.put((tid, ci, oi, lb, ub, s, None))
     sharing = chosen == "inputsplit"
@@ -230,6 +250,16 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
             except queue_mod.Empty:
                 if time.monotonic() >= deadline + 0.5 or not any(p.is_alive() for p in procs):
                     break
+                continue
+            if msg[0] == "falsified":
+                _, x, err = msg
+                if err:
+                    errors.append(err)
+                if x is not None:
+                    cex = check_counterexample(network, spec, x)
+                    if cex is not None:
+                        return done(Verdict.SAT, cex, "falsification (sampling/PGD, in a worker)")
+                    errors.append("a worker's counterexample failed re-validation")
                 continue
             if msg[0] == "spawn":
                 known.add(msg[1])

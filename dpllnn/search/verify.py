@@ -172,7 +172,13 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     t = time.monotonic()
     starts = {ci: attack_starts(packed, spec.cases[ci], open_per_case[ci], roots[ci])
               for ci in live if open_per_case[ci]}
-    cex = falsify(network, spec, time_limit_s=falsify_s, seed=seed, deadline=deadline,
+    # CDCL with several workers: half the attack here, the other half (another seed) as the first
+    # task of the worker pool, beside the first cubes -- the same attack effort as one worker,
+    # without keeping the second core idle for it
+    later = 0.0
+    if workers is not None and workers > 1 and chosen == "cdcl":
+        later = 0.5 * falsify_s
+    cex = falsify(network, spec, time_limit_s=falsify_s - later, seed=seed, deadline=deadline,
                   starts=starts)
     stats["falsify_s"] = time.monotonic() - t
     if cex is not None:
@@ -200,6 +206,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     if workers is not None and workers > 1:
         from .portfolio import search_parallel
         return search_parallel(network, spec, todo, open_per_case, chosen=chosen,
+                               falsify_task=(later, starts) if later > 0 else None,
                                deadline=deadline, seed=seed, workers=workers, stats=stats,
                                done=done)
     # Several cases: the first pass gives each case an equal share of the remaining time (so a
