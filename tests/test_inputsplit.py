@@ -218,7 +218,7 @@ def test_combined_rows_are_implied(seed, r, integer):
     hold (checked with Fractions), the combined rows hold too."""
     from fractions import Fraction
 
-    from dpllnn.search.inputsplit import combined_rows
+    from dpllnn.search.rows import combined_rows
     rng = np.random.default_rng(seed)
     n = 3
     C = rng.integers(-2, 3, size=(r, n)).astype(float) if integer else rng.normal(size=(r, n))

@@ -2,8 +2,9 @@
 
 One case of the spec is searched at a time.  The rows of its open disjuncts are stacked into one
 objective ``C @ y - d``, each disjunct extended by exact convex combinations of its rows
-(:func:`combined_rows`: implied by the disjunct, so refuting one refutes it); a disjunct is
-refuted on a box when one of its rows has a sound lower bound ``> 0``, and a box is *closed* when every open disjunct is refuted on it.  Refutations are
+(:func:`dpllnn.search.rows.combined_rows`: implied by the disjunct, so refuting one refutes
+it); a disjunct is refuted on a box when one of its rows has a sound lower bound ``> 0``, and a
+box is *closed* when every open disjunct is refuted on it.  Refutations are
 inherited by sub-boxes (a bound sound on a box is sound on every sub-box), and a child's row
 bounds are the max of its own and its parent's.
 
@@ -47,6 +48,8 @@ from ..attack import falsify_box, snap_float32, validate_candidate
 from ..bounds import batch_crown, batch_objective_bounds
 from ..result import Verdict
 from ..validate import check_counterexample
+from .boxes import FIELDS, BoxPool
+from .rows import stack_rows
 from .decide_input import (bisect, box_priority, candidate_points, disjunct_margins,
                            disjunct_scores, lookahead_children, smear_scores, splittable)
 
@@ -94,145 +97,6 @@ class InputSplitSettings:
 
 
 DEFAULT = InputSplitSettings()
-
-
-_FIELDS = ("lo", "hi", "lower", "open", "depth", "prio", "sc", "zl", "zu")
-
-
-class _Pool:
-    """Open boxes in growable arrays: lo, hi (N, n); lower (N, m); open (N, k); depth (N,);
-    prio (N,); sc (N, n) split scores (smear); zl, zu (N, n_z) hidden/output bounds (or 0
-    columns when not inherited)."""
-
-    def __init__(self, n, m, k, nz, cap=1024):
-        self.zl = np.empty((cap, nz))
-        self.zu = np.empty((cap, nz))
-        self.sc = np.empty((cap, n))
-        self.lo = np.empty((cap, n))
-        self.hi = np.empty((cap, n))
-        self.lower = np.empty((cap, m))
-        self.open = np.empty((cap, k), dtype=bool)
-        self.depth = np.empty(cap, dtype=np.int64)
-        self.prio = np.empty(cap)
-        self.size = 0
-
-    def push(self, lo, hi, lower, open_, depth, prio, sc, zl, zu):
-        b = lo.shape[0]
-        need = self.size + b
-        if need > self.lo.shape[0]:
-            cap = max(need, 2 * self.lo.shape[0])
-            for name in _FIELDS:
-                old = getattr(self, name)
-                new = np.empty((cap,) + old.shape[1:], dtype=old.dtype)
-                new[:self.size] = old[:self.size]
-                setattr(self, name, new)
-        s = slice(self.size, need)
-        self.lo[s], self.hi[s], self.lower[s] = lo, hi, lower
-        self.open[s], self.depth[s], self.prio[s] = open_, depth, prio
-        self.sc[s] = sc
-        self.zl[s], self.zu[s] = zl, zu
-        self.size = need
-
-    def pop(self, k, depth_first=False):
-        n = self.size
-        if k >= n:
-            idx = np.arange(n)
-        else:
-            key = -self.depth[:n] if depth_first else self.prio[:n]
-            idx = np.argpartition(key, k)[:k]
-        out = tuple(getattr(self, a)[idx]
-                    for a in ("lo", "hi", "lower", "open", "depth", "sc", "zl", "zu"))
-        keep = np.ones(n, dtype=bool)
-        keep[idx] = False
-        m = int(keep.sum())
-        for name in _FIELDS:
-            arr = getattr(self, name)
-            arr[:m] = arr[:n][keep]
-        self.size = m
-        return out
-
-
-    def split_off(self):
-        """Remove every other box in priority order (half the pool, a mix of hard and easy
-        boxes) and return them as a dict of arrays (the fields of :data:`_FIELDS`)."""
-        n = self.size
-        order = np.argsort(self.prio[:n], kind="stable")
-        give = np.zeros(n, dtype=bool)
-        give[order[1::2]] = True
-        out = {name: getattr(self, name)[:n][give].copy() for name in _FIELDS}
-        m = n - int(give.sum())
-        for name in _FIELDS:
-            arr = getattr(self, name)
-            arr[:m] = arr[:n][~give]
-        self.size = m
-        return out
-
-
-def _weights(r, q):
-    """Weight vectors with entries in ``{0, 1/q, ..., 1}``, sum 1, at least two nonzero."""
-    out = []
-
-    def rec(prefix, left):
-        if len(prefix) == r - 1:
-            w = prefix + [left]
-            if sum(1 for x in w if x) >= 2:
-                out.append(w)
-            return
-        for v in range(left + 1):
-            rec(prefix + [v], left - v)
-    rec([], q)
-    return out
-
-
-def combined_rows(C, d, q=None):
-    """Rows implied by the conjunction ``C y <= d`` (one disjunct): convex combinations of its
-    rows with weights in multiples of ``1/q`` (``q = 4`` for up to 4 rows, ``2`` for up to 6,
-    none beyond).  A convex combination of the rows is ``<= 0`` wherever all rows are, so a lower
-    bound ``> 0`` on it refutes the disjunct just as well, and it can refute a box that no single
-    row does.  Soundness in float: the combination is computed in exact rational arithmetic; its
-    coefficients are kept only when they are floats exactly, and its right-hand side is rounded up
-    (which only weakens the row).  Returns (C2, d2) of the extra rows (possibly 0 rows)."""
-    from fractions import Fraction
-    r = C.shape[0]
-    if q is None:
-        q = 4 if r <= 4 else (2 if r <= 6 else 0)
-    C2, d2 = [], []
-    if q < 2 or r < 2:
-        return np.zeros((0, C.shape[1])), np.zeros(0)
-    Cf = [[Fraction(float(v)) for v in row] for row in C]
-    df = [Fraction(float(v)) for v in d]
-    for w in _weights(r, q):
-        coef = []
-        ok = True
-        for j in range(C.shape[1]):
-            e = sum(Fraction(w[i], q) * Cf[i][j] for i in range(r) if w[i])
-            f = float(e)
-            if Fraction(f) != e:
-                ok = False
-                break
-            coef.append(f)
-        if not ok:
-            continue
-        e = sum(Fraction(w[i], q) * df[i] for i in range(r) if w[i])
-        f = float(e)
-        if Fraction(f) < e:
-            f = float(np.nextafter(f, np.inf))
-        C2.append(coef)
-        d2.append(f)
-    if not C2:
-        return np.zeros((0, C.shape[1])), np.zeros(0)
-    return np.array(C2), np.array(d2)
-
-
-def _stack(case, idx, combine=False, q=0):
-    Cs = [case.disjuncts[i].C for i in idx]
-    ds = [case.disjuncts[i].d for i in idx]
-    if combine:
-        ext = [combined_rows(c, dd, q or None) for c, dd in zip(Cs, ds)]
-        Cs = [np.vstack([c, e[0]]) for c, e in zip(Cs, ext)]
-        ds = [np.concatenate([dd, e[1]]) for dd, e in zip(ds, ext)]
-    groups = np.cumsum([0] + [c.shape[0] for c in Cs[:-1]]).astype(np.int64)
-    return np.ascontiguousarray(np.vstack(Cs)), np.ascontiguousarray(np.concatenate(ds)), groups
 
 
 class _Search:
@@ -572,14 +436,14 @@ class _Search:
     def run(self):
         cfg, case = self.cfg, self.case
         n, m, k = case.lb.shape[0], self.C.shape[0], len(self.groups)
-        pool = _Pool(n, m, k, self.packed.n_z if cfg.inherit_bounds else 0)
+        pool = BoxPool(n, m, k, self.packed.n_z if cfg.inherit_bounds else 0)
         wid0 = np.where(case.ub > case.lb, case.ub - case.lb, 1.0)
         self.vol_proved = 0.0
         if self.start_pool is not None:
             sp = self.start_pool
             if sp["lower"].shape[1] != m or sp["zl"].shape[1] != pool.zl.shape[1]:
                 raise ValueError("start_pool does not match this case's stacked rows")
-            pool.push(*(sp[name] for name in _FIELDS))
+            pool.push(*(sp[name] for name in FIELDS))
             return self.loop(pool, wid0)
         lo0, hi0 = case.lb[None].copy(), case.ub[None].copy()
         low0, unst0, sc0, pts0, z0 = self.bound(lo0, hi0, np.full((1, m), -np.inf),
@@ -810,7 +674,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
                 if cex is not None:
                     return Verdict.SAT, cex
             return Verdict.UNKNOWN, None
-        C, d, groups = _stack(case, idx, cfg.combine_rows, cfg.combine_q)
+        C, d, groups = stack_rows(case, idx, cfg.combine_rows, cfg.combine_q)
         s = _Search(network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg,
                     share, start_pool)
         try:
