@@ -24,7 +24,7 @@ from .spec import Spec
 from .validate import check_counterexample
 
 __all__ = ["network_gradient", "margin_and_grad", "falsify_box", "falsify", "snap_float32",
-           "validate_candidate"]
+           "validate_candidate", "output_diversified"]
 
 _DEPTH_REL = 1e-4     # PGD stops early once margin < -_DEPTH_REL * scale (safely negative)
 
@@ -148,6 +148,28 @@ def _pgd(network, X, lb, ub, C, d, steps, deadline=None, stop_below=-np.inf, gro
     return best_x, best_m
 
 
+def output_diversified(network: Network, X: np.ndarray, lb: np.ndarray, ub: np.ndarray,
+                       rng: np.random.Generator, steps: int = 10, step: float = 0.05) -> np.ndarray:
+    """Output-diversified starting points (ODS; Tashiro, Song, Ermon, NeurIPS 2020).
+
+    Each row of ``X`` takes ``steps`` signed-gradient steps of ``step * (ub - lb)`` up a random
+    linear function ``w_i . N(x)`` of the output (``w_i`` uniform in ``[-1, 1]^n_out``, new at
+    every step), inside the box.  PGD from such points reaches regions that uniform starts miss
+    when the margin is flat almost everywhere (measured: mnist_fc 256x6 prop_1_0.05's union
+    margin stalls at 0.81 from 300 uniform starts, and is -0.90 from 64 ODS starts).
+
+    X : ndarray (batch, n_inputs) float64; lb, ub : (n_inputs,).  Returns the moved points.
+    """
+    X = np.array(X, dtype=np.float64)
+    width = ub - lb
+    for _ in range(steps):
+        _, masks = _forward_masks(network, X)
+        Wd = rng.uniform(-1.0, 1.0, size=(X.shape[0], network.n_outputs))
+        G = _backward(network, masks, Wd, leak=0.1)
+        X = np.clip(X + step * width * np.sign(G), lb, ub)
+    return X
+
+
 def _starts(rng, lb, ub, n, x0=None):
     X = lb + rng.random((n, lb.shape[0])) * (ub - lb)
     if x0 is not None:
@@ -252,8 +274,9 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
 
     Each case gets ``n_random`` uniform samples plus the box centre and corners, then rounds of
     batched PGD (``pgd_restarts`` restarts of ``pgd_steps`` steps; the best random samples seed
-    the first round, later rounds start at fresh random points).  Each round attacks, per case,
-    the union of its disjuncts (margin ``min_k`` over disjuncts) and one single disjunct in turn.
+    the first round, later rounds start at fresh random points; fresh points are moved first by
+    :func:`output_diversified`).  Each round attacks, per case, the union of its disjuncts
+    (margin ``min_k`` over disjuncts) and one single disjunct in turn.
 
     Parameters
     ----------
@@ -348,6 +371,12 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
                 lb, ub = case.lb, case.ub
                 first = rnd == 0 or (ti > 0 and rnd < len(tl))
                 X0 = _starts(rng, lb, ub, pgd_restarts, seeds[ci, ti] if first else None)
+                # fresh starts are output-diversified (the seeds -- best samples, CROWN
+                # minimisers -- stay as they are).  Measured on the 65 sat instances of ACAS Xu
+                # (0.3 s each) and mnist_fc (3 s): found 56 with uniform starts, 59 with ODS in
+                # every other round, 59 in every round in 3.2 s instead of 4.4 s
+                k = seeds[ci, ti].shape[0] if first else 0
+                X0[k:] = output_diversified(network, X0[k:], lb, ub, rng)
                 y_c = network.forward(0.5 * (lb + ub))
                 scale = 1.0 + float(np.max(np.abs(C @ y_c))) + float(np.max(np.abs(d)))
                 bx, bm = _pgd(network, X0, lb, ub, C, d, pgd_steps, end,

@@ -189,3 +189,14 @@ def test_lower_bound_minimisers_are_the_minimising_vertices():
     vals = net.forward(corners) @ C.T - d
     got = np.einsum("rj,rj->r", net.forward(X), C) - d
     assert np.allclose(got, vals.min(0), rtol=1e-9, atol=1e-9)
+
+
+def test_output_diversified_stays_in_box_and_moves_points():
+    from dpllnn.attack import output_diversified
+    rng = np.random.default_rng(5)
+    net = random_network(rng, 6, (10, 8), 4)
+    lb, ub = -np.ones(6), np.linspace(0.5, 2.0, 6)
+    X = lb + rng.random((20, 6)) * (ub - lb)
+    Y = output_diversified(net, X, lb, ub, np.random.default_rng(0), steps=5)
+    assert Y.shape == X.shape and np.all(Y >= lb) and np.all(Y <= ub)
+    assert np.any(np.abs(Y - X) > 0)
