@@ -46,6 +46,16 @@ def _normalise(F):
     return F / np.where(s > 0, s, 1.0)[:, None], s
 
 
+def _near(N, N2, v, tol: float = 1e-12):
+    """Indices (ascending) of the rows of ``N`` (squared norms ``N2``) that may lie within ``tol``
+    of ``v`` in the max norm: a superset, by the Euclidean distance (``<= sqrt(n) tol``) computed
+    with one matrix product, with a margin far above its rounding (entries are at most 1 in size).
+    The caller then checks the candidates exactly, so the result is the same as checking all rows.
+    """
+    d2 = N2 + v @ v - 2.0 * (N @ v)
+    return np.nonzero(d2 <= v.size * (2.0 * tol) ** 2 + 1e-8)[0]
+
+
 def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol: float = 1e-7,
                           z_ub=None):
     """Sound bound on ``max_i |N_A(x) - N_B(x)|_i`` over the box, or None if ``N_B`` does not match.
@@ -84,6 +94,7 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol:
     post_errs = []
     # atoms' normalised pre forms (rows), scales and indices, for lam-sharing
     atom_G, atom_s, atom_t = np.zeros((A.n_relus, cap)), np.zeros(A.n_relus), np.zeros(A.n_relus, int)
+    atom_n2 = np.zeros(A.n_relus)
     n_shared = 0
     off = 0
     for k, aff in enumerate(A.affines[:-1]):
@@ -102,18 +113,20 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol:
                 s = np.max(np.abs(f))
                 hit = None
                 if s > 0 and n_shared:
-                    lam = s / atom_s[:n_shared]
-                    R = np.abs(f - (lam[:, None] * atom_G[:n_shared]) * atom_s[:n_shared, None])
+                    c = _near(atom_G[:n_shared], atom_n2[:n_shared], f / s)
+                    lam = s / atom_s[c]
+                    R = np.abs(f - (lam[:, None] * atom_G[c]) * atom_s[c, None])
                     ok = np.nonzero(np.max(R, axis=1) <= 1e-12 * s)[0]
                     if ok.size:                 # the first atom that matches
                         q = int(ok[0])
-                        hit = (int(atom_t[q]), float(lam[q]))
+                        hit = (int(atom_t[c[q]]), float(lam[q]))
                         postA[j] = EA[j] + R[q] @ amax
                 if hit is None:
                     t = n_atoms
                     n_atoms += 1
                     amax[t] = max(float(zub[off + j]), 0.0)
                     atom_G[n_shared] = f / s if s > 0 else f
+                    atom_n2[n_shared] = atom_G[n_shared] @ atom_G[n_shared]
                     atom_s[n_shared] = s if s > 0 else 1.0
                     atom_t[n_shared] = t
                     n_shared += 1
@@ -136,6 +149,7 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol:
         allP = np.vstack(posts)
         allph = np.concatenate(phs)
         NA, sA = _normalise(allF)
+        NA2 = np.einsum("ij,ij->i", NA, NA)
     # B, neuron by neuron, matched against A
     G = np.zeros((n_in, cap))
     G[np.arange(n_in), 1 + np.arange(n_in)] = 1.0
@@ -155,9 +169,12 @@ def form_difference_bound(A: Network, B: Network, lb, ub, phase=None, match_tol:
             if sB[j] == 0.0:        # the constant 0: relu = 0
                 newerr[j] = E[j]
                 continue
-            d = np.max(np.abs(NA - NB[j]), axis=1)
-            i = int(np.argmin(d))
-            if d[i] > match_tol:
+            c = _near(NA, NA2, NB[j], match_tol)
+            if not c.size:
+                return None
+            d = np.max(np.abs(NA[c] - NB[j]), axis=1)
+            i = int(c[int(np.argmin(d))])
+            if d.min() > match_tol:
                 return None
             lam = sB[j] / sA[i]
             r = np.abs(F[j] - lam * allF[i]) @ amax
