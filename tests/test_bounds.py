@@ -163,6 +163,30 @@ def test_incremental_equals_full(prob):
         check_sound(inc, net, phase, C, d, Z, Y)
 
 
+@HSET
+@given(problems())
+def test_outer_bounds_intersected_sound_and_tighter(prob):
+    """``compute_bounds(outer=parent)``: a child node (more phases) bounded incrementally and
+    intersected with its parent's alpha-CROWN bounds is sound on the child's samples and never
+    looser than the parent's bounds."""
+    net, xl, xu, phase, C, d, X, Z, Y = prob
+    P = pack(net)
+    L = P.n_layers
+    k = int(np.random.default_rng(len(Z) + 1).integers(0, L + 1))
+    parent_ph = phase.copy()
+    parent_ph[P.zoff[k]:] = 0
+    parent = compute_bounds(P, xl, xu, parent_ph, "alpha", C=C, d=d, iters=3, intermediate=True,
+                            intermediate_iters=3)
+    if parent.infeasible:
+        return
+    child = compute_bounds(P, xl, xu, phase, "crown", start_layer=k, prev=parent, outer=parent,
+                           C=C, d=d)
+    check_sound(child, net, phase, C, d, Z, Y)
+    if child.infeasible:
+        return
+    assert np.all(child.z_lb >= parent.z_lb) and np.all(child.z_ub <= parent.z_ub)
+
+
 def _triangle_lp_min(net, lbd, xl, xu, c_row, d_row):
     """min c.y - d over the triangle relaxation with lbd's intermediate bounds (highspy)."""
     import highspy

@@ -75,7 +75,7 @@ Ordering by construction: CROWN's every layer is intersected with IBP computed f
 interval bound over its (tighter) output box, so CROWN is never looser than IBP; alpha-CROWN starts
 from CROWN's slopes and keeps the best per row, so it is never looser than CROWN.
 """
-from .alpha import alpha_crown
+from .alpha import alpha_crown, optimise_alpha
 from .pack import PackedNet, pack
 from .warm import warmup
 from .propagate import (METHODS, LayerBounds, batch_crown, batch_objective_bounds, compute_bounds,
@@ -83,7 +83,7 @@ from .propagate import (METHODS, LayerBounds, batch_crown, batch_objective_bound
 
 __all__ = ["PackedNet", "pack", "LayerBounds", "compute_bounds", "objective_bounds",
            "lower_bound_minimisers",
-           "interval_objective_bounds", "batch_objective_bounds", "batch_crown", "alpha_crown", "METHODS",
+           "interval_objective_bounds", "batch_objective_bounds", "batch_crown", "alpha_crown", "optimise_alpha", "METHODS",
            "babsr_scores", "bounds_report", "warmup"]
 
 

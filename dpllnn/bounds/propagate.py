@@ -146,7 +146,7 @@ def magnitudes(packed: PackedNet, z_lb, z_ub, xl, xu) -> np.ndarray:
 
 def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown", start_layer: int = 0,
                    prev: LayerBounds | None = None, C=None, d=None, early_stop: bool = False,
-                   **alpha_kw) -> LayerBounds:
+                   outer: LayerBounds | None = None, **alpha_kw) -> LayerBounds:
     """Sound bounds on every pre-activation (and on ``C @ y - d``) over a box and a phase set.
 
     Parameters
@@ -171,6 +171,12 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
     early_stop : bool
         CROWN only: stop back-substituting a neuron's bound once an intermediate layer's interval
         proves its sign (GPUPoly-style); its reported bound is then the one that proved it.
+    outer : LayerBounds, optional
+        Bounds known to hold on a superset of this box-and-phase region (e.g. a parent node's,
+        computed under a subset of ``phase`` on the same or a larger box, possibly tightened by
+        alpha-CROWN): every recomputed layer is intersected with them before the next layer is
+        bounded (IBP and CROWN), so the result is never looser than ``outer`` and later layers
+        gain from it.  Ignored for ``"symbolic"``; NaN entries (infeasible ``outer``) are ignored.
     **alpha_kw
         Passed to :func:`dpllnn.bounds.alpha.alpha_crown` for ``method="alpha"``.
 
@@ -211,6 +217,9 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
             return _infeasible(packed, xl, xu, zp, method, int(bad[0]), C, z_lb, z_ub)
     ninf = np.full(packed.n_z, -np.inf)
     pinf = np.full(packed.n_z, np.inf)
+    if outer is not None and not outer.infeasible:
+        ninf = np.where(np.isnan(outer.z_lb), -np.inf, outer.z_lb)
+        pinf = np.where(np.isnan(outer.z_ub), np.inf, outer.z_ub)
     args = (packed.W, packed.W_pos, packed.W_neg, packed.W_abs, packed.b, packed.w_off, packed.sizes,
             packed.zoff, xl, xu, zp)
     if method == "ibp":

@@ -111,6 +111,8 @@ class ReluTheory:
         self.candidates: list[np.ndarray] = []
         self.x_ref = None            # reference point for decision polarities
         self.snaps: list[Snapshot] = []
+        #: per-row lower slopes (m_total, n_relus) for the objective at every node, or None
+        self.alpha_obj = None
         self.t_bounds = 0.0
         self.t_lp = 0.0
         self.n_nodes = 0
@@ -138,7 +140,27 @@ class ReluTheory:
     # ---- snapshots ---------------------------------------------------------------------------
     def _objective(self, lbd):
         lo, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, self.C, self.d)
+        if self.alpha_obj is not None:
+            # the root's optimised slopes are valid (any slopes in [0, 1] are) and, on the
+            # root's tightened bounds, usually much better than CROWN's adaptive choice
+            lo2, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, self.C, self.d,
+                                      alpha=self.alpha_obj)
+            lo = np.maximum(lo, lo2)
         return lo
+
+    def fit_alpha(self, iters=20):
+        """alpha-CROWN slopes for the stacked rows on the root snapshot, reused at every node."""
+        if not self.snaps or self.root_infeasible or self.C.shape[0] == 0:
+            return
+        from ..bounds import optimise_alpha
+        root = self.snaps[0]
+        t = time.monotonic()
+        lower, alpha = optimise_alpha(self.packed, self.lb, self.ub, root.lbd, self.C, self.d,
+                                      iters=iters)
+        self.t_bounds += time.monotonic() - t
+        self.alpha_obj = alpha
+        root.obj_lower = np.maximum(root.obj_lower, lower)
+        root.refuted = self._refuted(root.obj_lower)
 
     def _refuted(self, obj_lower):
         return np.array([bool(np.any(obj_lower[self.rows[i]:self.rows[i + 1]] > 0.0))
@@ -147,7 +169,9 @@ class ReluTheory:
     def _push_root(self):
         t = time.monotonic()
         ph = self.fixed.copy()
-        lbd = compute_bounds(self.packed, self.lb, self.ub, ph, self.method)
+        # the previous root (fewer fixed phases) still bounds this one
+        outer = self.snaps[0].lbd if self.snaps else None
+        lbd = compute_bounds(self.packed, self.lb, self.ub, ph, self.method, outer=outer)
         self.t_bounds += time.monotonic() - t
         if lbd.infeasible:       # root-level phases contradict: the case is refuted
             self.snaps = []
@@ -165,6 +189,8 @@ class ReluTheory:
         if lbd is None:
             self._push_root()
             return
+        if own_objective and lbd.alpha is not None and lbd.alpha.shape == (self.C.shape[0], self.n):
+            self.alpha_obj = lbd.alpha
         lo = self._objective(lbd)
         if own_objective and lbd.obj_lower is not None and lbd.obj_lower.shape == lo.shape:
             lo = np.maximum(lo, lbd.obj_lower)
@@ -251,8 +277,10 @@ class ReluTheory:
             if eff.size:
                 start = int(self.layer_of[eff[0]])
                 t = time.monotonic()
+                # intersected with the base's bounds (valid on a superset of this node, and
+                # possibly tighter: the root's alpha-CROWN bounds, or an earlier layer's)
                 lbd = compute_bounds(self.packed, self.lb, self.ub, ph.copy(), self.method,
-                                     start_layer=start, prev=base.lbd)
+                                     start_layer=start, prev=base.lbd, outer=base.lbd)
                 self.n_nodes += 1
                 if lbd.infeasible:
                     self.t_bounds += time.monotonic() - t
@@ -260,7 +288,8 @@ class ReluTheory:
                     if c < 0 or c >= self.n or ph[c] == 0:
                         return self._conflict_all()
                     return self._conflict_neuron(c)
-                lo = self._objective(lbd)
+                # the base's objective bound holds here too (its phases are a subset)
+                lo = np.maximum(self._objective(lbd), base.obj_lower)
                 self.t_bounds += time.monotonic() - t
                 base = Snapshot(len(self.trail), ph.copy(), lbd, lo, self._refuted(lo))
                 snaps.append(base)

@@ -39,8 +39,11 @@ from ..spec import Spec
 INPUTSPLIT_MAX_INPUTS = 20
 
 
-def root_refute(packed, case, open_idx, method="crown", stats=None):
+def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate_iters=0):
     """Refute disjuncts of ``case`` with root bounds.
+
+    ``intermediate_iters > 0`` (``method="alpha"`` only): also optimise the hidden layers' bounds
+    (alpha-CROWN on every unstable neuron, that many steps per layer).
 
     Returns
     -------
@@ -52,7 +55,8 @@ def root_refute(packed, case, open_idx, method="crown", stats=None):
         return list(open_idx), None
     C, d, rows = case.stack(nonempty)
     if method == "alpha":
-        lbd = alpha_crown(packed, case.lb, case.ub, None, C, d)
+        lbd = alpha_crown(packed, case.lb, case.ub, None, C, d, intermediate=intermediate_iters > 0,
+                          intermediate_iters=max(intermediate_iters, 1))
     else:
         lbd = compute_bounds(packed, case.lb, case.ub, None, method, C=C, d=d)
     if stats is not None:
@@ -189,7 +193,9 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     for ci in live:
         still, case = open_per_case[ci], spec.cases[ci]
         if still and chosen == "cdcl" and time.monotonic() < deadline:
-            still2, lbd2 = root_refute(packed, case, still, "alpha")
+            from .cdcl import ROOT_INTERMEDIATE_ITERS
+            still2, lbd2 = root_refute(packed, case, still, "alpha",
+                                       intermediate_iters=ROOT_INTERMEDIATE_ITERS)
             if len(still2) < len(still):
                 stats["alpha_refuted"] = stats.get("alpha_refuted", 0) + len(still) - len(still2)
             open_per_case[ci] = still2
