@@ -103,9 +103,11 @@ _FALSIFY = -1
 
 
 def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=None,
-            next_tid=None):
+            next_tid=None, roots=None):
     """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool) tasks; push
-    ("done", task_id, verdict, x, stats, err) and ("spawn", task_id) messages."""
+    ("done", task_id, verdict, x, stats, err) and ("spawn", task_id) messages.  ``roots``: case
+    index -> root LayerBounds of the whole case (CDCL: the search's first snapshot, which a
+    cube's own root bounds are intersected with)."""
     import signal
 
     from ..bounds import pack
@@ -164,8 +166,9 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
                 sub_ci = 0
             else:
                 sub, sub_ci = spec, ci
+            root = (roots or {}).get(ci) if chosen == "cdcl" else None
             v, cex = search_case_dispatch(chosen, network, sub, sub_ci, open_idx, packed=packed,
-                                          deadline=deadline, seed=tseed, stats=stats, root=None,
+                                          deadline=deadline, seed=tseed, stats=stats, root=root,
                                           **extra)
             x = None if cex is None else np.asarray(cex.x)
             results.put(("done", tid, v.value, x, stats, None))
@@ -187,7 +190,7 @@ def _merge(stats, part):
 
 
 def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, seed, workers,
-                    stats, done, falsify_task=None):
+                    stats, done, falsify_task=None, roots=None):
     """Search the open cases with ``workers`` processes; returns ``done(verdict, cex, reason)``.
 
     Parameters
@@ -200,6 +203,9 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     workers : int >= 2
     stats : dict -- updated with the summed worker counters and ``workers``
     done : callable(verdict, cex=None, reason="") -> Result
+    roots : dict case -> LayerBounds or None -- the root bounds of each case over its open
+        disjuncts (CDCL: alpha-CROWN with optimised intermediate layers); handed to the workers
+        (inherited when forked, pickled when spawned)
     falsify_task : (budget_s, starts) or None -- queue a falsification task first (seed + 1;
         ``starts`` as for :func:`dpllnn.attack.falsify`); a counterexample it finds is
         re-validated here like a search's
@@ -236,7 +242,8 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
             tasks.put(None)
     stats["workers"] = workers
     procs = [ctx.Process(target=_worker, args=(w, network, spec, chosen, tasks, results,
-                                               deadline, seed, hungry, next_tid), daemon=True)
+                                               deadline, seed, hungry, next_tid, roots),
+                         daemon=True)
              for w in range(workers)]
     verdicts: dict = {}  # group -> Verdict (definitive or the best non-definitive)
     errors = []

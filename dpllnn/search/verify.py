@@ -214,7 +214,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
         return search_parallel(network, spec, todo, open_per_case, chosen=chosen,
                                falsify_task=(later, starts) if later > 0 else None,
                                deadline=deadline, seed=seed, workers=workers, stats=stats,
-                               done=done)
+                               done=done, roots=roots)
     # Several cases: the first pass gives each case an equal share of the remaining time (so a
     # counterexample in a later case is not starved by a hard first case); a second pass gives
     # the cases that ran out of their share all the time that is left.
