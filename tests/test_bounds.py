@@ -187,6 +187,32 @@ def test_outer_bounds_intersected_sound_and_tighter(prob):
     assert np.all(child.z_lb >= parent.z_lb) and np.all(child.z_ub <= parent.z_ub)
 
 
+@HSET
+@given(problems())
+def test_rebound_hidden_with_root_slopes_sound(prob):
+    """The root's optimised hidden slopes re-used under a phase assignment (rebound_hidden):
+    sound on the samples consistent with the phases, never looser than the bounds it starts
+    from, and an empty region is only reported when no sample is consistent."""
+    from dpllnn.bounds.alpha import rebound_hidden
+    net, xl, xu, phase, C, d, X, Z, Y = prob
+    P = pack(net)
+    root = compute_bounds(P, xl, xu, None, "alpha", C=C, d=d, iters=3, intermediate=True,
+                          intermediate_iters=5)
+    assert root.hidden_alpha is not None
+    node = compute_bounds(P, xl, xu, phase, "crown", outer=root, C=C, d=d)
+    if node.infeasible:
+        return
+    lo0, hi0 = node.z_lb.copy(), node.z_ub.copy()
+    bad = rebound_hidden(P, node, root.hidden_alpha)
+    ok = consistent(Z, phase)
+    if bad >= 0:
+        assert not ok.any(), "rebound_hidden reported an empty region that holds a sample"
+        return
+    assert np.all(node.z_lb >= lo0) and np.all(node.z_ub <= hi0)
+    Zc = Z[ok].astype(np.longdouble)
+    assert np.all(Zc >= node.lb.astype(np.longdouble)) and np.all(Zc <= node.ub.astype(np.longdouble))
+
+
 def _triangle_lp_min(net, lbd, xl, xu, c_row, d_row):
     """min c.y - d over the triangle relaxation with lbd's intermediate bounds (highspy)."""
     import highspy

@@ -88,6 +88,7 @@ def _tighten_intermediate(packed: PackedNet, xl, xu, lbd: LayerBounds, iters, lr
     L = packed.n_layers
     z_lb, z_ub = lbd.z_lb.copy(), lbd.z_ub.copy()
     cur = LayerBounds(packed, z_lb, z_ub, lbd.wa, lbd.z_phase, xl, xu, False, -1, "alpha")
+    cur.hidden_alpha = {}
     for k in range(1, L):
         z0, z1 = packed.zoff[k], packed.zoff[k + 1]
         lo, hi = z_lb[z0:z1], z_ub[z0:z1]
@@ -99,7 +100,8 @@ def _tighten_intermediate(packed: PackedNet, xl, xu, lbd: LayerBounds, iters, lr
         A0 = np.ascontiguousarray(np.vstack([Wk[sel], -Wk[sel]]))
         c0 = np.concatenate([bk[sel], -bk[sel]])
         mag0 = np.abs(c0)
-        low, _ = optimise_rows(packed, xl, xu, cur, A0, c0, mag0, k - 1, iters, lr)
+        low, slopes = optimise_rows(packed, xl, xu, cur, A0, c0, mag0, k - 1, iters, lr)
+        cur.hidden_alpha[k] = (sel, slopes)
         n = sel.size
         lo[sel] = np.maximum(lo[sel], low[:n])  # views: updates z_lb / z_ub in place
         hi[sel] = np.minimum(hi[sel], -low[n:])
@@ -107,6 +109,50 @@ def _tighten_intermediate(packed: PackedNet, xl, xu, lbd: LayerBounds, iters, lr
             bad = z0 + int(np.flatnonzero(lo > hi)[0])
             return _infeasible(packed, xl, xu, lbd.z_phase, "alpha", bad, None, z_lb, z_ub)
     return cur
+
+
+def rebound_hidden(packed: PackedNet, lbd: LayerBounds, hidden_alpha: dict, start_layer: int = 1):
+    """Tighten ``lbd``'s hidden layers in place with given per-neuron slopes (no optimisation).
+
+    For each hidden layer ``k >= max(start_layer, 1)`` in turn, the neurons of ``hidden_alpha[k]``
+    (typically the root's alpha-CROWN slopes, :attr:`LayerBounds.hidden_alpha`) that are still
+    unstable and unassigned under ``lbd`` get one backward pass each side with their own slopes,
+    on the bounds of layers ``< k`` tightened so far, and are intersected with ``lbd``'s bounds
+    (then re-clamped by phase).  Any slopes in [0, 1] give sound bounds, so this is sound for
+    whatever region ``lbd`` is valid on; slopes optimised at the root stay far better than
+    CROWN's adaptive ones in the nodes below it (the alpha inheritance of alpha-beta-CROWN,
+    Wang et al. 2021).  ``lbd.wa`` is kept (magnitudes of looser bounds still bound the terms).
+
+    Returns the flat index of the first neuron with ``lb > ub`` (the region is empty), or -1.
+    """
+    L = packed.n_layers
+    z_lb, z_ub, zp = lbd.z_lb, lbd.z_ub, lbd.z_phase
+    xl, xu = lbd.xl, lbd.xu
+    for k in range(max(int(start_layer), 1), L):
+        item = hidden_alpha.get(k)
+        if item is None:
+            continue
+        sel, slopes = item
+        n_all = sel.size
+        z0 = packed.zoff[k]
+        idx = z0 + sel
+        keep = np.flatnonzero((z_lb[idx] < 0.0) & (z_ub[idx] > 0.0) & (zp[idx] == 0))
+        if keep.size == 0:
+            continue
+        s = sel[keep]
+        Wk, bk = packed.weight(k), packed.bias(k)
+        A0 = np.ascontiguousarray(np.vstack([Wk[s], -Wk[s]]))
+        c0 = np.concatenate([bk[s], -bk[s]])
+        al = np.ascontiguousarray(np.vstack([slopes[keep], slopes[n_all + keep]]))
+        low, _ = optimise_rows(packed, xl, xu, lbd, A0, c0, np.abs(c0), k - 1, 0, 0.0, alpha0=al)
+        n = s.size
+        j = z0 + s
+        z_lb[j] = np.maximum(z_lb[j], low[:n])
+        z_ub[j] = np.minimum(z_ub[j], -low[n:])
+        bad = np.flatnonzero(z_lb[j] > z_ub[j])
+        if bad.size:
+            return int(j[bad[0]])
+    return -1
 
 
 def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr: float = 0.1,
@@ -167,4 +213,4 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
     return base
 
 
-__all__ = ["alpha_crown", "optimise_alpha", "optimise_rows", "default_alpha"]
+__all__ = ["alpha_crown", "optimise_alpha", "optimise_rows", "default_alpha", "rebound_hidden"]

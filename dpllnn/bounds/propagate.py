@@ -53,6 +53,11 @@ class LayerBounds:
     obj_lower: np.ndarray | None = None
     obj_upper: np.ndarray | None = None
     alpha: np.ndarray | None = None
+    #: alpha-CROWN with ``intermediate=True`` only: per hidden layer ``k >= 1``, ``(sel, slopes)``
+    #: -- the neurons of layer ``k`` it optimised (int64 indices within the layer) and their
+    #: best slopes, float64 (2 * len(sel), n_relus): rows ``0..n-1`` bound ``z`` from below,
+    #: rows ``n..2n-1`` bound ``-z`` from below (see :func:`dpllnn.bounds.alpha.rebound_hidden`)
+    hidden_alpha: dict | None = None
 
     @property
     def lb(self) -> np.ndarray:

@@ -158,6 +158,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         _add_stats(stats, "time_bounds_s", theory.t_bounds)
         _add_stats(stats, "time_lp_s", theory.t_lp)
         _add_stats(stats, "time_restart_s", t_tighten)
+        _add_stats(stats, "time_rebound_s", theory.t_rebound)
         total = time.monotonic() - t_start
         _add_stats(stats, "time_sat_s", max(0.0, total - theory.t_bounds - theory.t_lp - t_tighten))
         if solver is not None:

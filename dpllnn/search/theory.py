@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bounds import compute_bounds, objective_bounds
+from ..bounds.alpha import rebound_hidden
 from ..validate import check_counterexample
 
 #: share of the search time that PGD from relaxation-LP points may take
@@ -113,6 +114,10 @@ class ReluTheory:
         self.snaps: list[Snapshot] = []
         #: per-row lower slopes (m_total, n_relus) for the objective at every node, or None
         self.alpha_obj = None
+        #: the root's optimised slopes of hidden neurons (LayerBounds.hidden_alpha), re-used to
+        #: tighten every node's hidden bounds (bounds.rebound_hidden), or None
+        self.hidden_alpha = None
+        self.t_rebound = 0.0
         self.t_bounds = 0.0
         self.t_lp = 0.0
         self.n_nodes = 0
@@ -172,6 +177,9 @@ class ReluTheory:
         # the previous root (fewer fixed phases) still bounds this one
         outer = self.snaps[0].lbd if self.snaps else None
         lbd = compute_bounds(self.packed, self.lb, self.ub, ph, self.method, outer=outer)
+        if not lbd.infeasible and self.hidden_alpha:
+            if rebound_hidden(self.packed, lbd, self.hidden_alpha, 1) >= 0:
+                lbd.infeasible = True
         self.t_bounds += time.monotonic() - t
         if lbd.infeasible:       # root-level phases contradict: the case is refuted
             self.snaps = []
@@ -191,6 +199,8 @@ class ReluTheory:
             return
         if own_objective and lbd.alpha is not None and lbd.alpha.shape == (self.C.shape[0], self.n):
             self.alpha_obj = lbd.alpha
+        if lbd.hidden_alpha:
+            self.hidden_alpha = lbd.hidden_alpha
         lo = self._objective(lbd)
         if own_objective and lbd.obj_lower is not None and lbd.obj_lower.shape == lo.shape:
             lo = np.maximum(lo, lbd.obj_lower)
@@ -282,6 +292,12 @@ class ReluTheory:
                 lbd = compute_bounds(self.packed, self.lb, self.ub, ph.copy(), self.method,
                                      start_layer=start, prev=base.lbd, outer=base.lbd)
                 self.n_nodes += 1
+                if not lbd.infeasible and self.hidden_alpha:
+                    t1 = time.monotonic()
+                    bad = rebound_hidden(self.packed, lbd, self.hidden_alpha, start + 1)
+                    self.t_rebound += time.monotonic() - t1
+                    if bad >= 0:
+                        lbd.infeasible, lbd.conflict = True, bad
                 if lbd.infeasible:
                     self.t_bounds += time.monotonic() - t
                     c = int(lbd.conflict)
