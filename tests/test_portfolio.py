@@ -41,8 +41,11 @@ def _instances(n, n_in_max=4):
     return out
 
 
-@pytest.mark.parametrize("mode", ["inputsplit", "cdcl"])
-def test_two_workers_agree_with_one_and_with_oracle(mode):
+@pytest.mark.parametrize("mode,cdcl_parallel", [("inputsplit", "portfolio"), ("cdcl", "portfolio"),
+                                                ("cdcl", "cubes")])
+def test_two_workers_agree_with_one_and_with_oracle(mode, cdcl_parallel, monkeypatch):
+    from dpllnn.search import portfolio
+    monkeypatch.setattr(portfolio, "CDCL_PARALLEL", cdcl_parallel)
     for net, spec, truth in _instances(12):
         r1 = dpllnn.verify(net, spec, timeout_s=30, workers=1, mode=mode, falsify_s=0.0)
         r2 = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode=mode, falsify_s=0.0)

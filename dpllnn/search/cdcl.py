@@ -88,7 +88,7 @@ _REF_CACHE: dict = {}  # (id(spec), case, disjuncts, seed) -> PGD reference poin
 
 
 def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats, root,
-                cube=None):
+                cube=None, variant=0):
     """Hidden-phase CDCL on one case (see module docstring).
 
     Parameters
@@ -107,6 +107,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         for flat neuron ``j``) fixed for this call: only the part of the case with these phases is
         searched (parallel cubes, :mod:`dpllnn.search.portfolio`), so ``unsat`` then covers the
         cube only
+    variant : int -- portfolio member: the restart schedule of branching heuristics starts at
+        ``SCHEDULE[variant % len(SCHEDULE)]`` (0: the default order)
 
     Returns
     -------
@@ -199,7 +201,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         if time.monotonic() >= deadline:
             return finish(Verdict.TIMEOUT)
         i += 1
-        kind, bias = SCHEDULE[(i - 1) % len(SCHEDULE)] if i > 1 else SCHEDULE[0]
+        kind, bias = SCHEDULE[(i - 1 + int(variant)) % len(SCHEDULE)]
         brancher.kind, brancher.layer_bias = kind, bias
         solver.conf_budget(luby(i) * RESTART_BASE)
         res = solver.solve_limited(assumptions=[guard])

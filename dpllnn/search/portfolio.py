@@ -10,12 +10,16 @@ help (DESIGN.md §3): workers are processes.  Two ways of spreading the work:
   case is ``unsat`` when every task is.  (This replaced static cubes -- the box bisected into
   4 sub-boxes per worker up front -- which balanced badly: on ACAS Xu one cube often held all
   the hard boxes.)
-- **phase cubes** (CDCL): each case is split on the phases of its ``k`` unstable neurons with
-  the largest BaBSR scores at the root (``2**k`` cubes, ``k = log2(CUBES_PER_WORKER * workers)``);
-  workers pull cubes from the queue and run :func:`dpllnn.search.cdcl.search_case` with the
-  cube's phases fixed; the case is ``unsat`` when every cube is.  (This replaced a seed portfolio
-  -- every worker on the whole case -- which gave no speed-up on mnist_fc: 0.98x with 2 workers.)
-  Learned clauses are not shared between workers.  The up-front falsification is split too:
+- **portfolio** (CDCL, the default, ``CDCL_PARALLEL``): every worker searches the whole case
+  from the same root bounds, with its own seed and its own start in the restart schedule of
+  branching heuristics (``variant``); the first proof or counterexample wins.
+- **phase cubes** (CDCL, ``CDCL_PARALLEL = "cubes"``): each case is split on the phases of its
+  ``k`` unstable neurons with the largest BaBSR scores at the root (``2**k`` cubes,
+  ``k = log2(CUBES_PER_WORKER * workers)``); workers pull cubes from the queue and run
+  :func:`dpllnn.search.cdcl.search_case` with the cube's phases fixed; the case is ``unsat``
+  when every cube is.  Cubes had replaced a seed portfolio in session 2 (0.98x on mnist_fc with
+  plain CROWN roots); with the alpha-CROWN root bounds of session 4 the portfolio is faster
+  (figures at ``CDCL_PARALLEL``).  Learned clauses are not shared between workers.  The up-front falsification is split too:
   half in the parent, half as the first task of the pool (another seed) beside the first cubes.
 
 Workers are forked when the platform allows it (the network and the numba code are inherited, no
@@ -39,6 +43,15 @@ from ..spec import Case, Spec
 
 #: CDCL phase cubes per worker (rounded up to a power of two in total)
 CUBES_PER_WORKER = 4
+#: how parallel CDCL spreads a case: "portfolio" (every worker on the whole case, each with its
+#: own seed and start of the heuristic schedule; the first proof wins) or "cubes" (phase cubes
+#: from a queue).  Measured with the root alpha-CROWN bounds of the search (session 4, mnist_fc,
+#: 2 workers, one instance at a time): 256x2 prop_10_0.05 / 256x4 prop_8_0.03 / 256x6
+#: prop_7_0.03 / 256x4 prop_3_0.05 / 256x2 prop_6_0.03 take 18.9 / 20.2 / 6.2 / 3.7 / 4.0 s
+#: with the portfolio, 9.3 / 63.8 / 11.9 / 5.8 / 4.6 s with cubes, 18.7 / 29.1 / 12.4 / 5.0 /
+#: 5.2 s with one worker: each cube re-learns what the others learn (prop_8_0.03: 5,543 nodes
+#: in 8 cubes against 447 in one search).
+CDCL_PARALLEL = "portfolio"
 
 
 def phase_cubes(packed, case, open_idx, n):
@@ -157,7 +170,7 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
             extra = {"share": _Share(hungry, next_tid, tasks, results, task),
                      "start_pool": start_pool}
         elif cube is not None:
-            extra = {"cube": cube}
+            extra = {"cube": cube, "variant": int(start_pool or 0)}
         try:
             case = spec.cases[ci]
             if lb is not None:
@@ -223,17 +236,24 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
         from ..bounds import pack
         packed = pack(network)
         for ci in todo:
+            if CDCL_PARALLEL == "portfolio":
+                for w in range(workers):     # every member searches the whole case
+                    plan.append((ci, open_per_case[ci], [], None, seed + w, w, ci))
+                continue
             for cube in phase_cubes(packed, spec.cases[ci], open_per_case[ci],
                                     CUBES_PER_WORKER * workers):
-                plan.append((ci, open_per_case[ci], cube, None, seed))
-        stats["cubes"] = len(plan)
+                plan.append((ci, open_per_case[ci], cube, None, seed, None, None))
+        stats["cubes" if CDCL_PARALLEL == "cubes" else "portfolio"] = len(plan)
     # every task (a whole case, a shared part of one, or a phase cube) must be unsat
-    group = {tid: tid for tid in range(len(plan))}
+    # (portfolio members of one case form one group: one unsat member proves the case)
+    if chosen == "inputsplit":
+        plan = [p + (None, None) for p in plan]
+    group = {tid: (tid if plan[tid][6] is None else -1 - plan[tid][6]) for tid in range(len(plan))}
     groups = set(group.values())
     if falsify_task is not None:
         tasks.put((_FALSIFY, float(falsify_task[0]), falsify_task[1], seed + 1))
-    for tid, (ci, oi, lb, ub, s) in enumerate(plan):
-        tasks.put((tid, ci, oi, lb, ub, s, None))
+    for tid, (ci, oi, lb, ub, s, var, _) in enumerate(plan):
+        tasks.put((tid, ci, oi, lb, ub, s, var))
     sharing = chosen == "inputsplit"
     hungry = ctx.Value("i", 0) if sharing else None
     next_tid = ctx.Value("i", len(plan)) if sharing else None
