@@ -60,6 +60,16 @@ def test_verify_text_output_first_line_is_verdict():
     assert stdout.splitlines()[0] in ("sat", "unsat", "unknown", "timeout")
 
 
+def test_verify_cdcl_json_stdout_is_one_object():
+    """A CDCL search builds HiGHS models: nothing of HiGHS (its banner) may reach stdout."""
+    code, stdout, err = run_cli("verify", NET, ROBUST, "--json", "--timeout", "120",
+                                "--mode", "cdcl", "--workers", "2")
+    assert code == 0, err
+    obj = json.loads(stdout)
+    assert obj["result"] == "unsat", obj
+    assert obj["stats"]["lp_calls"] > 0      # the LP really ran
+
+
 def test_info_text_and_json():
     code, stdout, err = run_cli("info", NET, ROBUST, "--json")
     assert code == 0, err

@@ -20,12 +20,41 @@ __all__ = ["CellLP", "LayeredLP", "lp_minimize", "compose_cell"]
 _INF = np.inf
 
 
-def _highs():
+_BANNER_SILENCED = False
+
+
+def new_highs():
+    """A quiet ``highspy.Highs`` (``output_flag`` off).
+
+    highspy 1.16 prints its banner to the C-level stdout when the first instance of a process is
+    constructed, before any option can be set; that line broke ``dpllnn verify``'s contract (the
+    verdict, or the JSON object, is the first line of stdout).  The first construction therefore
+    runs with file descriptor 1 pointed at ``/dev/null`` (forked workers inherit the
+    already-printed state)."""
+    import os
+    import sys
+
     import highspy
 
-    h = highspy.Highs()
+    global _BANNER_SILENCED
+    if _BANNER_SILENCED:
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 1)
+                h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _BANNER_SILENCED = True
     h.setOptionValue("output_flag", False)
     return h
+
+
+_highs = new_highs
 
 
 def _status_name(h) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..lp.highs import new_highs
 from ..network import Network
 
 __all__ = ["ReluMILP"]
@@ -114,8 +115,7 @@ class ReluMILP:
         if self.n_binaries:
             lp.integrality_ = [highspy.HighsVarType.kInteger if t else highspy.HighsVarType.kContinuous
                                for t in integ]
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
+        h = new_highs()
         h.setOptionValue("threads", 1)
         h.setOptionValue("mip_feasibility_tolerance", 1e-9)
         h.setOptionValue("primal_feasibility_tolerance", 1e-9)
