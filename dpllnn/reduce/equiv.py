@@ -217,7 +217,7 @@ def check_equivalence(A: Network, B: Network, boxes, eps: float | None = None, *
             return out("different", "milp", x)
     if use_verify and time.monotonic() < deadline:  # 5. dpllnn's own search
         v = _verify(P, [(l, u) for l, u, _ in open_boxes], eps, deadline - time.monotonic(), seed)
-        if v == "unsat":
+        if isinstance(v, str) and v == "unsat":     # else a counterexample array or None
             return out("equivalent", "verify")
         if isinstance(v, np.ndarray) and confirm(v):
             return out("different", "verify", v)
