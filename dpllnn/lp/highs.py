@@ -54,9 +54,6 @@ def new_highs():
     return h
 
 
-_highs = new_highs
-
-
 def _status_name(h) -> str:
     import highspy
 
@@ -166,7 +163,7 @@ def lp_minimize(c, A_ub=None, b_ub=None, bounds=None, A_eq=None, b_eq=None, time
     A = np.vstack(rows) if rows else np.zeros((0, n))
     rlo = np.concatenate(rlo) if rlo else np.zeros(0)
     rhi = np.concatenate(rhi) if rhi else np.zeros(0)
-    h = _highs()
+    h = new_highs()
     st = _run(h, c, A, rlo, rhi, lo, hi, time_limit_s)
     if st != "optimal":
         return st, float("nan"), None
@@ -228,7 +225,7 @@ class CellLP:
         self.network = network
         self.rtol = float(rtol)
         self.time_limit_s = time_limit_s
-        self._h = _highs()
+        self._h = new_highs()
         self.last_t = float("nan")
         self.n_solves = 0
 
@@ -458,7 +455,7 @@ class LayeredLP:
         lp.a_matrix_.start_ = start
         lp.a_matrix_.index_ = ci.astype(np.int32)
         lp.a_matrix_.value_ = vi
-        h = _highs()
+        h = new_highs()
         h.setOptionValue("presolve", "off")
         # measured on mnist_fc: without scaling, warm-started re-solves after bound changes take
         # 10-50x fewer simplex iterations (scaling made HiGHS start nearly cold)

@@ -19,7 +19,8 @@ help (DESIGN.md §3): workers are processes.  Two ways of spreading the work:
   :func:`dpllnn.search.cdcl.search_case` with the cube's phases fixed; the case is ``unsat``
   when every cube is.  Cubes had replaced a seed portfolio in session 2 (0.98x on mnist_fc with
   plain CROWN roots); with the alpha-CROWN root bounds of session 4 the portfolio is faster
-  (figures at ``CDCL_PARALLEL``).  Learned clauses are not shared between workers.  The up-front falsification is split too:
+  (figures at ``CDCL_PARALLEL``).
+  Learned clauses are not shared between workers.  The up-front falsification is split too:
   half in the parent, half as the first task of the pool (another seed) beside the first cubes.
 
 Workers are forked when the platform allows it (the network and the numba code are inherited, no
@@ -117,7 +118,8 @@ _FALSIFY = -1
 
 def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=None,
             next_tid=None, roots=None):
-    """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool) tasks; push
+    """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool) tasks -- for CDCL ``lb``
+    holds the cube's literals and ``start_pool`` the portfolio variant; push
     ("done", task_id, verdict, x, stats, err) and ("spawn", task_id) messages.  ``roots``: case
     index -> root LayerBounds of the whole case (CDCL: the search's first snapshot, which a
     cube's own root bounds are intersected with)."""

@@ -515,7 +515,7 @@ def relaxation_lp_refutes(network, packed, lbd, phase, xl, xu, C, d, rtol=1e-6, 
     """
     import highspy
 
-    from ..lp.highs import _highs, _status_name
+    from ..lp.highs import _status_name, new_highs
 
     n_in = packed.n_inputs
     L = packed.n_layers
@@ -602,7 +602,7 @@ def relaxation_lp_refutes(network, packed, lbd, phase, xl, xu, C, d, rtol=1e-6, 
     lp.a_matrix_.start_ = start
     lp.a_matrix_.index_ = idx
     lp.a_matrix_.value_ = val
-    h = _highs()
+    h = new_highs()
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(max(time_limit_s, 0.01)))
     h.passModel(lp)
