@@ -50,7 +50,7 @@ CUBES_PER_WORKER = 4
 #: 2 workers, one instance at a time): 256x2 prop_10_0.05 / 256x4 prop_8_0.03 / 256x6
 #: prop_7_0.03 / 256x4 prop_3_0.05 / 256x2 prop_6_0.03 take 18.9 / 20.2 / 6.2 / 3.7 / 4.0 s
 #: with the portfolio, 9.3 / 63.8 / 11.9 / 5.8 / 4.6 s with cubes, 18.7 / 29.1 / 12.4 / 5.0 /
-#: 5.2 s with one worker: each cube re-learns what the others learn (prop_8_0.03: 5,543 nodes
+#: 5.2 s with one worker: each cube re-learns what the others learn (prop_8_0.03: 1,284 nodes
 #: in 8 cubes against 447 in one search).
 CDCL_PARALLEL = "portfolio"
 
