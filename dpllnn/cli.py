@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel worker processes (default: all cores)")
     v.add_argument("--mode", choices=["auto", "inputsplit", "cdcl"], default="auto",
                    help="search strategy (auto: input splitting for <= 20 inputs, else CDCL)")
+    v.add_argument("--parallel", choices=["hybrid", "portfolio", "cubes"], default=None,
+                   help="how CDCL workers share a case (default: hybrid -- one worker searches "
+                        "the whole case and takes the phase cubes the others prove as lemmas)")
     v.add_argument("--memory-limit", type=_positive_float, default=None, metavar="MB",
                    help="resident memory of the run, all workers included; above it the "
                         "answer is unknown (default: 75%% of physical memory)")
@@ -110,7 +113,7 @@ def cmd_verify(args) -> int:
     from .search.portfolio import default_workers
     workers = args.workers if args.workers is not None else default_workers()
     result = verify(net, spec, timeout_s=remaining, seed=args.seed, workers=workers,
-                    mode=args.mode, memory_limit_mb=args.memory_limit)
+                    mode=args.mode, memory_limit_mb=args.memory_limit, parallel=args.parallel)
     result.time_s = time.monotonic() - t0
     if args.results_file:
         write_results_file(args.results_file, result)

@@ -70,6 +70,23 @@ def test_verify_cdcl_json_stdout_is_one_object():
     assert obj["stats"]["lp_calls"] > 0      # the LP really ran
 
 
+@pytest.mark.parametrize("scheme", ["portfolio", "cubes", "hybrid"])
+def test_verify_parallel_schemes(scheme):
+    """``--parallel`` picks how CDCL workers share the case; each proves the bundled robust
+    property, and the stats name the scheme (its number of tasks)."""
+    code, stdout, err = run_cli("verify", NET, ROBUST, "--json", "--timeout", "120",
+                                "--mode", "cdcl", "--workers", "2", "--parallel", scheme)
+    assert code == 0, err
+    obj = json.loads(stdout)
+    assert obj["result"] == "unsat", obj
+    assert obj["stats"].get(scheme, 0) >= 2, obj["stats"]
+
+
+def test_verify_parallel_unknown_scheme_is_a_usage_error():
+    code, stdout, err = run_cli("verify", NET, ROBUST, "--parallel", "magic")
+    assert code == 2 and "magic" in err
+
+
 def test_info_text_and_json():
     code, stdout, err = run_cli("info", NET, ROBUST, "--json")
     assert code == 0, err

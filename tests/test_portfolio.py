@@ -42,7 +42,7 @@ def _instances(n, n_in_max=4):
 
 
 @pytest.mark.parametrize("mode,cdcl_parallel", [("inputsplit", "portfolio"), ("cdcl", "portfolio"),
-                                                ("cdcl", "cubes")])
+                                                ("cdcl", "cubes"), ("cdcl", "hybrid")])
 def test_two_workers_agree_with_one_and_with_oracle(mode, cdcl_parallel, monkeypatch):
     from dpllnn.search import portfolio
     monkeypatch.setattr(portfolio, "CDCL_PARALLEL", cdcl_parallel)
@@ -161,3 +161,96 @@ def test_falsification_task_reports_a_valid_counterexample():
     kind, x, err = results.get_nowait()
     assert kind == "falsified" and err is None and x is not None
     assert check_counterexample(net, spec, x) is not None
+
+
+def _cdcl_cases(n_nets):
+    """(net, spec, case index, open disjuncts, oracle verdict) of random tiny CDCL cases."""
+    rng = np.random.default_rng(99)
+    out = []
+    while len(out) < n_nets:
+        net = random_network(rng, 3, (4, 4), 3)
+        spec = random_spec(rng, net, 1, 2)
+        margins = spec_margins(net, spec)
+        if min(abs(m) for m in margins) < 1e-4:
+            continue
+        truth = Verdict.SAT if any(m <= 0 for m in margins) else Verdict.UNSAT
+        out.append((net, spec, 0, list(range(len(spec.cases[0].disjuncts))), truth))
+    return out
+
+
+@pytest.mark.parametrize("interrupt", [True, False])
+def test_lemmas_from_proved_cubes_keep_the_verdict(interrupt, monkeypatch):
+    """Hybrid CDCL: the negated cubes that a cube search proved, handed to a whole-case search
+    through ``poll``, are valid lemmas: the verdict is the oracle's; when every cube is proved
+    (unsat cases), the lemmas alone refute the case."""
+    from dpllnn.search import theory as th
+    from dpllnn.search.cdcl import search_case as cdcl_case
+    from dpllnn.search.portfolio import phase_cubes
+    monkeypatch.setattr(th, "LEMMA_INTERRUPT", interrupt)
+    monkeypatch.setattr(th, "POLL_S", 0.0)
+    n_fed = n_all = 0
+    for net, spec, ci, idx, truth in _cdcl_cases(8):
+        packed = pack(net)
+        lemmas = []
+        for cube in phase_cubes(packed, spec.cases[ci], idx, 8):
+            v, _ = cdcl_case(net, spec, ci, idx, packed=packed, deadline=time.monotonic() + 30,
+                             seed=0, stats={}, root=None, cube=cube)
+            if v is Verdict.UNSAT and cube:
+                lemmas.append([-c for c in cube])
+        calls = []
+
+        def poll():
+            calls.append(1)
+            return list(lemmas) if len(calls) == 1 else []
+        stats: dict = {}
+        v, cex = cdcl_case(net, spec, ci, idx, packed=packed, deadline=time.monotonic() + 30,
+                           seed=0, stats=stats, root=None, poll=poll)
+        assert v is truth, (v, truth)
+        if cex is not None:
+            assert check_counterexample(net, spec, cex.x) is not None
+        if calls and lemmas:
+            n_fed += 1
+            # imported when the solver stops for them, else at the next restart (if any)
+            assert stats["lemmas_imported"] == (len(lemmas) if interrupt else 0) or \
+                stats["lemmas_imported"] == len(lemmas)
+            if interrupt and truth is Verdict.UNSAT:
+                n_all += len(lemmas) == len(phase_cubes(packed, spec.cases[ci], idx, 8))
+    assert n_fed > 0
+    if interrupt:
+        assert n_all > 0  # some case was refuted by the cubes' lemmas
+
+
+def test_a_settled_case_stops_the_search():
+    """``poll`` returning None (the case was settled by another worker) stops the search at its
+    first poll with ``unknown``, never a verdict of its own."""
+    from dpllnn.search.cdcl import search_case as cdcl_case
+    n_polled = 0
+    for net, spec, ci, idx, truth in _cdcl_cases(8):
+        calls = []
+
+        def poll():
+            calls.append(1)
+            return None
+        stats: dict = {}
+        v, cex = cdcl_case(net, spec, ci, idx, packed=pack(net), deadline=time.monotonic() + 30,
+                           seed=0, stats=stats, root=None, poll=poll)
+        if calls:  # (a case refuted at the root never reaches propagate)
+            n_polled += 1
+            assert v is Verdict.UNKNOWN and cex is None and len(calls) == 1
+            assert stats["nodes"] == 0
+    assert n_polled > 0
+
+
+def test_attack_beside_the_root_bounds_finds_a_valid_counterexample():
+    """Parallel CDCL runs the rest of the up-front attack in a forked process while the parent
+    bounds the root: its counterexample is re-validated, and stop() leaves no process."""
+    from dpllnn.search.verify import _AttackBeside
+    from test_attack import spike_network, spike_spec
+    net, spec = spike_network(k=5.0), spike_spec()
+    b = _AttackBeside(net, spec, 2.0, 7, time.monotonic() + 30)
+    try:
+        cex = b.result()
+    finally:
+        b.stop()
+    assert cex is not None and check_counterexample(net, spec, cex.x) is not None
+    assert not mp.active_children()

@@ -88,7 +88,7 @@ _REF_CACHE: dict = {}  # (id(spec), case, disjuncts, seed) -> PGD reference poin
 
 
 def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats, root,
-                cube=None, variant=0):
+                cube=None, variant=0, poll=None):
     """Hidden-phase CDCL on one case (see module docstring).
 
     Parameters
@@ -109,6 +109,11 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         cube only
     variant : int -- portfolio member: the restart schedule of branching heuristics starts at
         ``SCHEDULE[variant % len(SCHEDULE)]`` (0: the default order)
+    poll : callable, optional -- parallel search: ``poll()`` returns a list of lemma clauses
+        (phase literals as for ``cube``; each must hold on the whole case, e.g. the negation of
+        a cube another worker proved unsat) or None when the case is settled elsewhere (the
+        search then stops with ``unknown``); see ``ReluTheory.poll``.  Lemmas are added at level
+        0 between two solver calls (the solver is stopped through a fresh guard assumption)
 
     Returns
     -------
@@ -134,6 +139,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     lp = CellLP(network)
     theory = ReluTheory(network, spec, case_index, opened, packed, sel_vars, deadline,
                         root=root, stats=stats, lp=lp, lp_unstable=LP_UNSTABLE)
+    theory.poll = poll
+    n_lemmas = 0
     _add_stats(stats, "cdcl_calls", 1)
     cube = [int(c) for c in (cube or [])]
     if cube and not theory.root_infeasible:
@@ -161,6 +168,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         _add_stats(stats, "time_lp_s", theory.t_lp)
         _add_stats(stats, "time_restart_s", t_tighten)
         _add_stats(stats, "time_rebound_s", theory.t_rebound)
+        _add_stats(stats, "lemmas_imported", n_lemmas)
         total = time.monotonic() - t_start
         _add_stats(stats, "time_sat_s", max(0.0, total - theory.t_bounds - theory.t_lp - t_tighten))
         if solver is not None:
@@ -209,6 +217,19 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             return finish(Verdict.SAT, theory.cex)
         if theory.timed_out or time.monotonic() >= deadline:
             return finish(Verdict.TIMEOUT)
+        if theory.lemmas_in:            # lemmas from other workers: level 0, permanent
+            for c in theory.lemmas_in:
+                solver.add_clause([int(l) for l in c])
+            n_lemmas += len(theory.lemmas_in)
+            theory.lemmas_in = []
+        if theory.lemma_stop and not theory.cancelled:
+            theory.stop = theory.lemma_stop = False
+            if res is False and prop.stop_sent:
+                # stopped only to take the lemmas in: resume under a fresh guard (the old one
+                # is now false for good), without a restart's re-bounding
+                prop.stop_sent = False
+                guard = prop.guard = pool.id(("guard", i))
+                continue
         if res is False:
             if prop.stop_sent:          # stopped for a reason other than time: give up
                 return finish(Verdict.UNKNOWN)

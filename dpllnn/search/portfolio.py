@@ -1,7 +1,7 @@
 """Parallel search on all cores: worker processes, cubes and a portfolio.
 
 PySAT holds the GIL during ``solve`` and the propagator callbacks are Python, so threads do not
-help (DESIGN.md §3): workers are processes.  Two ways of spreading the work:
+help (DESIGN.md §3): workers are processes.  The ways of spreading the work:
 
 - **work sharing** (input splitting): each case starts as one task; a worker that finds the task
   queue empty raises a shared *hungry* counter, and a busy worker's
@@ -10,18 +10,28 @@ help (DESIGN.md §3): workers are processes.  Two ways of spreading the work:
   case is ``unsat`` when every task is.  (This replaced static cubes -- the box bisected into
   4 sub-boxes per worker up front -- which balanced badly: on ACAS Xu one cube often held all
   the hard boxes.)
-- **portfolio** (CDCL, the default, ``CDCL_PARALLEL``): every worker searches the whole case
-  from the same root bounds, with its own seed and its own start in the restart schedule of
-  branching heuristics (``variant``); the first proof or counterexample wins.
-- **phase cubes** (CDCL, ``CDCL_PARALLEL = "cubes"``): each case is split on the phases of its
+- **hybrid** (CDCL, the default, ``CDCL_PARALLEL``): one worker searches the whole case
+  (starting at ``HYBRID_VARIANT`` in the heuristic schedule) while the others work through
+  phase cubes (below); every cube proved unsat is sent to the whole-case worker as a lemma --
+  the clause of its negated phases, valid for the whole case -- which it adds at level 0 at its
+  next restart (``ReluTheory.poll``).  The case is unsat when the whole-case search is, or when
+  every cube is.
+- **portfolio** (CDCL): every worker searches the whole case from the same root bounds, with
+  its own seed and its own start in the restart schedule of branching heuristics
+  (``variant``); the first proof or counterexample wins.
+- **phase cubes** (CDCL, ``"cubes"``): each case is split on the phases of its
   ``k`` unstable neurons with the largest BaBSR scores at the root (``2**k`` cubes,
   ``k = log2(CUBES_PER_WORKER * workers)``); workers pull cubes from the queue and run
   :func:`dpllnn.search.cdcl.search_case` with the cube's phases fixed; the case is ``unsat``
   when every cube is.  Cubes had replaced a seed portfolio in session 2 (0.98x on mnist_fc with
-  plain CROWN roots); with the alpha-CROWN root bounds of session 4 the portfolio is faster
-  (figures at ``CDCL_PARALLEL``).
-  Learned clauses are not shared between workers.  The up-front falsification is split too:
-  half in the parent, half as the first task of the pool (another seed) beside the first cubes.
+  plain CROWN roots); with the alpha-CROWN root bounds of session 4 the portfolio was faster,
+  and the hybrid combines the two (figures at ``CDCL_PARALLEL``).
+  A settled case is closed for every worker (``closed``): its queued tasks are skipped and its
+  running searches stop at their next poll.
+  Only the cube lemmas are shared: the theory's own conflict clauses hold every assigned phase
+  of the earlier layers and are long.  The up-front falsification is split too: half in the
+  parent (part of it in a forked process beside the root bounds, ``verify._AttackBeside``), half
+  as the first task of the pool (another seed) beside the first searches.
 
 Workers are forked when the platform allows it (the network and the numba code are inherited, no
 re-import), else spawned.  The parent stops every worker as soon as the answer is known, on the
@@ -44,15 +54,21 @@ from ..spec import Case, Spec
 
 #: CDCL phase cubes per worker (rounded up to a power of two in total)
 CUBES_PER_WORKER = 4
-#: how parallel CDCL spreads a case: "portfolio" (every worker on the whole case, each with its
-#: own seed and start of the heuristic schedule; the first proof wins) or "cubes" (phase cubes
-#: from a queue).  Measured with the root alpha-CROWN bounds of the search (session 4, mnist_fc,
-#: 2 workers, one instance at a time): 256x2 prop_10_0.05 / 256x4 prop_8_0.03 / 256x6
-#: prop_7_0.03 / 256x4 prop_3_0.05 / 256x2 prop_6_0.03 take 18.9 / 20.2 / 6.2 / 3.7 / 4.0 s
-#: with the portfolio, 9.3 / 63.8 / 11.9 / 5.8 / 4.6 s with cubes, 18.7 / 29.1 / 12.4 / 5.0 /
-#: 5.2 s with one worker: each cube re-learns what the others learn (prop_8_0.03: 1,284 nodes
-#: in 8 cubes against 447 in one search).
-CDCL_PARALLEL = "portfolio"
+#: how parallel CDCL spreads a case: "hybrid", "portfolio" or "cubes" (module docstring).
+#: Measured with 2 workers, one instance at a time, on mnist_fc (``benchmarks/bench_workers.py``,
+#: session 5): 256x4 prop_8_0.03 / 256x2 prop_10_0.05 / 256x6 prop_7_0.03 took 16.9 / 13.4 /
+#: 4.2 s with the hybrid, 20.2 / 19.7 / 6.4 s with the portfolio (session 4), against 28.1 /
+#: 19.1 / 12.6 s with one worker.  The portfolio wins when another start of the heuristic
+#: schedule is luckier (the hybrid's whole-case member uses that start); cubes win when the case
+#: splits evenly (prop_10_0.05: 9.3 s with cubes alone, where each cube re-learns what the others
+#: learn on prop_8_0.03: 63.8 s).  Lemmas wait for the whole-case member's next restart:
+#: stopping the solver for each of them (``theory.LEMMA_INTERRUPT``) took prop_8_0.03 from 18 to
+#: 24-37 s.
+CDCL_PARALLEL = "hybrid"
+#: hybrid CDCL: phase cubes per cube worker (``workers - 1`` of them)
+HYBRID_CUBES_PER_WORKER = 8
+#: hybrid CDCL: the whole-case member's start in the heuristic schedule (cubes start at 0)
+HYBRID_VARIANT = 1
 
 
 def phase_cubes(packed, case, open_idx, n):
@@ -107,9 +123,9 @@ class _Share:
         with self.next_tid.get_lock():
             tid = self.next_tid.value
             self.next_tid.value += 1
-        _, ci, open_idx, lb, ub, tseed, _ = self.task
+        _, ci, open_idx, lb, ub, tseed, _, _ = self.task
         self.results.put(("spawn", tid))
-        self.tasks.put((tid, ci, open_idx, lb, ub, tseed, part))
+        self.tasks.put((tid, ci, open_idx, lb, ub, tseed, part, False))
 
 
 #: task id of a falsification task (parallel CDCL: the second half of the up-front attack)
@@ -117,12 +133,15 @@ _FALSIFY = -1
 
 
 def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=None,
-            next_tid=None, roots=None):
-    """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool) tasks -- for CDCL ``lb``
-    holds the cube's literals and ``start_pool`` the portfolio variant; push
-    ("done", task_id, verdict, x, stats, err) and ("spawn", task_id) messages.  ``roots``: case
-    index -> root LayerBounds of the whole case (CDCL: the search's first snapshot, which a
-    cube's own root bounds are intersected with)."""
+            next_tid=None, roots=None, lemma_qs=None, closed=None):
+    """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool, listen) tasks -- for CDCL
+    ``lb`` holds the cube's literals and ``start_pool`` the portfolio variant; push
+    ("done", task_id, verdict, x, stats, err), ("spawn", task_id) and ("skipped", task_id)
+    messages.  ``roots``: case index -> root LayerBounds of the whole case (CDCL: the search's
+    first snapshot, which a cube's own root bounds are intersected with).  ``closed``: shared
+    bytes, ``closed[ci]`` set once case ``ci`` is settled (its queued tasks are skipped, its
+    running CDCL searches stop); ``lemma_qs``: case index -> queue of lemma clauses for the task
+    of that case with ``listen`` set (hybrid CDCL: the negated cubes proved by other workers)."""
     import signal
 
     from ..bounds import pack
@@ -162,7 +181,10 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
             with hungry.get_lock():  # fed before anyone answered the request: withdraw it
                 if hungry.value > 0:
                     hungry.value -= 1
-        tid, ci, open_idx, lb, ub, tseed, start_pool = task
+        tid, ci, open_idx, lb, ub, tseed, start_pool, listen = task
+        if closed is not None and closed[ci]:
+            results.put(("skipped", tid))
+            continue
         cube = None
         if chosen == "cdcl":  # lb holds the cube's phase literals
             cube, lb, ub = lb, None, None
@@ -172,7 +194,8 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
             extra = {"share": _Share(hungry, next_tid, tasks, results, task),
                      "start_pool": start_pool}
         elif cube is not None:
-            extra = {"cube": cube, "variant": int(start_pool or 0)}
+            extra = {"cube": cube, "variant": int(start_pool or 0),
+                     "poll": _poller(ci, closed, lemma_qs if listen else None)}
         try:
             case = spec.cases[ci]
             if lb is not None:
@@ -192,6 +215,41 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
                          f"worker {wid}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
 
 
+def _attack_process(network, spec, budget_s, seed, deadline, q):
+    """Process target: :func:`dpllnn.attack.falsify` for ``budget_s`` seconds, then
+    ``q.put((x or None, error text or None))`` (the parent re-validates ``x``)."""
+    import signal
+
+    from ..attack import falsify
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cex = falsify(network, spec, time_limit_s=budget_s, seed=seed, deadline=deadline)
+        q.put((None if cex is None else np.asarray(cex.x), None))
+    except Exception as e:  # reported: the parent raises it (never a verdict)
+        q.put((None, f"attack process: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+
+
+def _poller(ci, closed, lemma_qs):
+    """``ReluTheory.poll`` for a CDCL task of case ``ci``: None once the case is closed, else
+    the lemma clauses queued for it (none when ``lemma_qs`` is None)."""
+    if closed is None and lemma_qs is None:
+        return None
+    q = None if lemma_qs is None else lemma_qs.get(ci)
+
+    def poll():
+        if closed is not None and closed[ci]:
+            return None
+        out = []
+        while q is not None:
+            try:
+                out.append(q.get_nowait())
+            except queue_mod.Empty:
+                break
+        return out
+    return poll
+
+
 def _merge(stats, part):
     for k, v in part.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -205,7 +263,7 @@ def _merge(stats, part):
 
 
 def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, seed, workers,
-                    stats, done, falsify_task=None, roots=None):
+                    stats, done, falsify_task=None, roots=None, parallel=None):
     """Search the open cases with ``workers`` processes; returns ``done(verdict, cex, reason)``.
 
     Parameters
@@ -221,6 +279,8 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     roots : dict case -> LayerBounds or None -- the root bounds of each case over its open
         disjuncts (CDCL: alpha-CROWN with optimised intermediate layers); handed to the workers
         (inherited when forked, pickled when spawned)
+    parallel : {"hybrid", "portfolio", "cubes"} or None -- how CDCL workers share a case (None:
+        ``CDCL_PARALLEL``)
     falsify_task : (budget_s, starts) or None -- queue a falsification task first (seed + 1;
         ``starts`` as for :func:`dpllnn.attack.falsify`); a counterexample it finds is
         re-validated here like a search's
@@ -229,47 +289,69 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
 
     ctx = _context()
     tasks, results = ctx.Queue(), ctx.Queue()
-    # task list
+    # task list: (case, open disjuncts, lb or cube, ub, seed, variant, key, alt, listen).
+    # Task ``t`` belongs to alternative ``alt`` of ``key``: ``key`` is settled when every task of
+    # one of its alternatives is unsat, and the search when every key is.
+    how = parallel or CDCL_PARALLEL
+    if how not in ("hybrid", "portfolio", "cubes"):
+        raise ValueError(f"unknown parallel CDCL scheme {how!r}")
     plan = []
+    n_cases = len(spec.cases)
     if chosen == "inputsplit":
         for ci in todo:  # one task per case; work sharing splits it further
-            plan.append((ci, open_per_case[ci], None, None, seed))
+            plan.append([ci, open_per_case[ci], None, None, seed, None, None, 0, False])
     else:
         from ..bounds import pack
         packed = pack(network)
         for ci in todo:
-            if CDCL_PARALLEL == "portfolio":
+            if how == "portfolio":
                 for w in range(workers):     # every member searches the whole case
-                    plan.append((ci, open_per_case[ci], [], None, seed + w, w, ci))
+                    plan.append((ci, open_per_case[ci], [], None, seed + w, w, ci, w, False))
                 continue
-            for cube in phase_cubes(packed, spec.cases[ci], open_per_case[ci],
-                                    CUBES_PER_WORKER * workers):
-                plan.append((ci, open_per_case[ci], cube, None, seed, None, None))
-        stats["cubes" if CDCL_PARALLEL == "cubes" else "portfolio"] = len(plan)
-    # every task (a whole case, a shared part of one, or a phase cube) must be unsat
-    # (portfolio members of one case form one group: one unsat member proves the case)
-    if chosen == "inputsplit":
-        plan = [p + (None, None) for p in plan]
-    group = {tid: (tid if plan[tid][6] is None else -1 - plan[tid][6]) for tid in range(len(plan))}
-    groups = set(group.values())
+            n_cubes = CUBES_PER_WORKER * workers
+            if how == "hybrid":    # one whole-case member that takes the cubes' lemmas
+                plan.append((ci, open_per_case[ci], [], None, seed, HYBRID_VARIANT, ci, 0, True))
+                n_cubes = HYBRID_CUBES_PER_WORKER * (workers - 1)
+            for cube in phase_cubes(packed, spec.cases[ci], open_per_case[ci], n_cubes):
+                plan.append((ci, open_per_case[ci], cube, None, seed, None, ci, 1, False))
+        stats[how] = len(plan)
+    for tid, p in enumerate(plan):
+        if p[6] is None:                     # input splitting: every task (and part) must be unsat
+            p[6] = ("task", tid)
+    alts: dict = {}                          # key -> alt -> set of task ids
+    owner = {}                               # task id -> (key, alt)
+    for tid, p in enumerate(plan):
+        owner[tid] = (p[6], p[7])
+        alts.setdefault(p[6], {}).setdefault(p[7], set()).add(tid)
     if falsify_task is not None:
         tasks.put((_FALSIFY, float(falsify_task[0]), falsify_task[1], seed + 1))
-    for tid, (ci, oi, lb, ub, s, var, _) in enumerate(plan):
-        tasks.put((tid, ci, oi, lb, ub, s, var))
+    for tid, p in enumerate(plan):
+        tasks.put((tid, p[0], p[1], p[2], p[3], p[4], p[5], p[8]))
     sharing = chosen == "inputsplit"
     hungry = ctx.Value("i", 0) if sharing else None
     next_tid = ctx.Value("i", len(plan)) if sharing else None
-    if not sharing:  # CDCL cubes: a fixed task list, then stop
+    closed = lemma_qs = None
+    if not sharing:  # CDCL: a fixed task list, then stop
         for _ in range(workers):
             tasks.put(None)
+        closed = ctx.Array("b", n_cases, lock=False)
+        if any(p[8] for p in plan):
+            lemma_qs = {p[0]: ctx.Queue() for p in plan if p[8]}
     stats["workers"] = workers
     procs = [ctx.Process(target=_worker, args=(w, network, spec, chosen, tasks, results,
-                                               deadline, seed, hungry, next_tid, roots),
+                                               deadline, seed, hungry, next_tid, roots, lemma_qs,
+                                               closed),
                          daemon=True)
              for w in range(workers)]
-    verdicts: dict = {}  # group -> Verdict (definitive or the best non-definitive)
+    verdict_of: dict = {}  # task id -> Verdict
+    unsat: set = set()
+    settled: set = set()   # keys with an alternative whose tasks are all unsat
     errors = []
     known, finished = set(range(len(plan))), set()
+
+    def is_settled(key):
+        return any(ts <= unsat for ts in alts[key].values())
+
     try:
         for p in procs:
             p.start()
@@ -292,14 +374,15 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                 continue
             if msg[0] == "spawn":
                 known.add(msg[1])
-                group[msg[1]] = msg[1]
-                groups.add(msg[1])
+                owner[msg[1]] = (("task", msg[1]), 0)
+                alts[("task", msg[1])] = {0: {msg[1]}}
                 stats["tasks_shared"] = stats.get("tasks_shared", 0) + 1
+                continue
+            if msg[0] == "skipped":           # its case was settled before it started
+                finished.add(msg[1])
                 continue
             _, tid, v, x, wstats, err = msg
             finished.add(tid)
-            group.setdefault(tid, tid)
-            groups.add(group[tid])
             _merge(stats, wstats)
             v = Verdict(v)
             if err:
@@ -310,15 +393,23 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                     return done(Verdict.SAT, cex, f"{chosen} search ({workers} workers)")
                 errors.append("a worker's counterexample failed re-validation")
                 v = Verdict.UNKNOWN
-            g = group[tid]
-            if verdicts.get(g) is Verdict.UNSAT:
+            verdict_of[tid] = v
+            key, alt = owner[tid]
+            if v is not Verdict.UNSAT or err:
                 continue
-            if v is Verdict.UNSAT or g not in verdicts:
-                verdicts[g] = v
-            elif verdicts[g] is not Verdict.UNSAT and v is Verdict.TIMEOUT:
-                verdicts[g] = v
-            if len(verdicts) == len(groups) and all(u is Verdict.UNSAT for u in verdicts.values()):
-                break
+            unsat.add(tid)
+            if key in settled:
+                continue
+            if is_settled(key):
+                settled.add(key)
+                if closed is not None:
+                    closed[key] = 1           # stop the case's other searches
+                if len(settled) == len(alts):
+                    break
+            elif lemma_qs is not None and plan[tid][2] and key in lemma_qs:
+                # hybrid: a proved cube, negated, is a lemma for the whole-case member
+                lemma_qs[key].put([-int(l) for l in plan[tid][2]])
+                stats["lemmas_shared"] = stats.get("lemmas_shared", 0) + 1
     finally:
         for p in procs:
             if p.is_alive():
@@ -330,8 +421,12 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                 p.join(timeout=1)
         tasks.cancel_join_thread()
         results.cancel_join_thread()
+        for q in (lemma_qs or {}).values():
+            q.cancel_join_thread()
     missing = Verdict.TIMEOUT if time.monotonic() >= deadline else Verdict.UNKNOWN
-    all_v = [verdicts.get(g, missing) for g in groups]
+    all_v = [Verdict.UNSAT if key in settled else
+             Verdict.combine(verdict_of.get(t, missing) for ts in alts[key].values() for t in ts)
+             for key in alts]
     v = Verdict.combine(all_v)
     if errors and v is Verdict.UNSAT:
         v = Verdict.UNKNOWN  # never prove with a failed worker in the picture

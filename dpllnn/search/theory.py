@@ -45,6 +45,12 @@ from ..validate import check_counterexample
 PGD_SHARE = 0.1
 
 
+#: seconds between two polls of the parallel search for lemmas (``ReluTheory.poll``)
+POLL_S = 0.05
+#: stop the solver as soon as lemmas arrive (else they wait for the next restart)
+LEMMA_INTERRUPT = False
+
+
 @dataclass
 class Snapshot:
     """Bounds valid for every assignment extending ``phase``."""
@@ -137,6 +143,16 @@ class ReluTheory:
         self.lp_stop_first = True
         self.lp_slow = 0
         self.root_infeasible = False
+        #: parallel search: ``poll()`` -> list of lemma clauses from other workers (each valid
+        #: for the whole case: the negated phases of a cube another worker proved), or None when
+        #: the case is already settled elsewhere; called at most every ``POLL_S`` seconds from
+        #: ``propagate``.  Lemmas stop the solver (``lemma_stop``) so that the driver adds them at
+        #: level 0 and resumes; None stops it for good.
+        self.poll = None
+        self.lemmas_in: list[list[int]] = []
+        self.lemma_stop = False
+        self.cancelled = False
+        self._next_poll = 0.0
         if root is not None and not root.infeasible and root.method in ("crown", "alpha"):
             self.reset_root(root)
         else:
@@ -263,9 +279,26 @@ class ReluTheory:
             return True
         return False
 
+    def _polled(self):
+        """Poll the parallel search (see ``poll``); True when the solver must stop now."""
+        t = time.monotonic()
+        if t < self._next_poll:
+            return False
+        self._next_poll = t + POLL_S
+        got = self.poll()
+        if got is None:
+            self.cancelled = self.stop = True
+        elif got:
+            self.lemmas_in.extend(got)
+            if LEMMA_INTERRUPT:
+                self.lemma_stop = self.stop = True
+        return self.stop
+
     def propagate(self):
         """Implied literals (or one conflicting literal) under the current assignment."""
         if self.stop or self._time_up() or self.root_infeasible:
+            return []
+        if self.poll is not None and self._polled():
             return []
         ph = self.phase
         snaps = self.snaps
