@@ -180,3 +180,48 @@ def test_mnist_fc_256x2(bench_root, name, timeout):
     assert res.verdict.value == want, (res.reason, res.stats)
     if res.verdict is Verdict.SAT:
         assert check_counterexample(net, spec, res.counterexample.x) is not None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fsb_picks_the_candidate_with_the_best_worse_child(seed):
+    """Filtered smart branching: the chosen neuron is a free unstable one among the FSB_TOP best
+    by BaBSR, its worse child's remaining negative bound mass is the largest among them, and
+    every child bound FSB uses holds on samples of that child."""
+    from dpllnn.bounds import babsr_scores
+    from dpllnn.search import decide
+    from dpllnn.search.theory import ReluTheory
+    rng = np.random.default_rng(300 + seed)
+    net = random_network(rng, n_in=4, hidden=(10, 10, 8), n_out=3)
+    spec = random_spec(rng, net, n_cases=1, n_disjuncts=2)
+    packed = pack(net)
+    case = spec.cases[0]
+    th = ReluTheory(net, spec, 0, [0, 1], packed, [packed.n_relus + 1, packed.n_relus + 2],
+                    time.monotonic() + 30)
+    snap = th.snaps[-1]
+    lbd = snap.lbd
+    unst = lbd.unstable
+    if unst.sum() < 2 or snap.refuted.all():
+        pytest.skip("nothing to branch on")
+    br = decide.Brancher(th, "fsb")
+    s = br.scores(snap)
+    j = int(np.argmax(s))
+    assert unst[j] and th.phase[j] == 0
+    rows = [r for i in np.flatnonzero(~snap.refuted).tolist()
+            for r in range(th.rows[i], th.rows[i + 1])][:4]
+    base = np.where(unst, sum(babsr_scores(packed, lbd, th.C[r], float(th.d[r])) for r in rows), 0.0)
+    cand = [int(c) for c in np.argsort(-base, kind="stable")[:decide.FSB_TOP] if base[c] > 0]
+    assert j in cand
+    xs = np.vstack([rng.uniform(case.lb, case.ub, size=(3000, net.n_inputs)),
+                    np.where(rng.random((1000, net.n_inputs)) < 0.5, case.lb, case.ub)])
+    zs = np.concatenate(net.pre_activations(xs), axis=1)
+    vals = net.forward(xs) @ th.C[rows].T - th.d[rows]
+    masses = {}
+    for c in cand:
+        worst = np.inf
+        for sgn in (1, -1):
+            lo = br.child_lower(lbd, c, sgn, rows)
+            inside = np.sign(zs[:, c]) == sgn
+            assert np.all(vals[inside] >= lo - 1e-9), (c, sgn)
+            worst = min(worst, float(np.minimum(lo, 0.0).sum()))
+        masses[c] = worst
+    assert masses[j] == max(masses.values())

@@ -11,6 +11,12 @@ Heuristics (``kind``)
               snapshot does not refute (:func:`dpllnn.bounds.babsr_scores`);
 ``"width"``   the widest unstable neuron relative to its interval (``min(u, -l)``), earliest layer
               first among ties: cheap, no backward pass;
+``"fsb"``     filtered smart branching (De Palma et al. 2021; alpha-beta-CROWN's default): the
+              ``FSB_TOP`` neurons with the largest BaBSR scores are split tentatively on both
+              sides, each child's objective bound recomputed (output-only CROWN on the node's
+              intermediate bounds with the split neuron exact, adaptive and the root's alpha
+              slopes); the neuron whose worse child leaves the least negative bound mass
+              (``sum_r min(lower_r, 0)`` over the rows of the open disjuncts) wins;
 ``"solver"``  always 0.
 
 Polarity: the sign of the neuron's pre-activation at a reference point (the best candidate seen so
@@ -21,7 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bounds import babsr_scores
+from ..bounds import babsr_scores, objective_bounds
+
+#: FSB: candidates (by BaBSR score) whose two children are bounded
+FSB_TOP = 8
 
 
 class Brancher:
@@ -36,7 +45,7 @@ class Brancher:
     """
 
     def __init__(self, theory, kind: str = "babsr", layer_bias: float = 1.0):
-        if kind not in ("babsr", "width", "solver"):
+        if kind not in ("babsr", "fsb", "width", "solver"):
             raise ValueError(f"unknown branching heuristic {kind!r}")
         self.th = theory
         self.kind = kind
@@ -62,7 +71,7 @@ class Brancher:
         unst = (th.phase == 0) & (lbd.lb < 0.0) & (lbd.ub > 0.0)
         if not unst.any():
             return np.zeros(th.n)
-        if self.kind == "babsr":
+        if self.kind in ("babsr", "fsb"):
             rows = [r for i in np.flatnonzero(~snap.refuted).tolist()
                     for r in range(th.rows[i], th.rows[i + 1])]
             s = np.zeros(th.n)
@@ -71,11 +80,54 @@ class Brancher:
             s = np.where(unst, s, 0.0)
             if not np.any(s > 0):          # degenerate backward coefficients: fall back to width
                 s = np.where(unst, np.minimum(lbd.ub, -lbd.lb), 0.0)
+            elif self.kind == "fsb" and rows:
+                s = self._fsb(lbd, rows[:4], s)
         else:
             s = np.where(unst, np.minimum(lbd.ub, -lbd.lb), 0.0)
         if self.layer_bias != 1.0:
             s = s * self.layer_bias ** (-th.layer_of.astype(np.float64))
         return s
+
+    def child_lower(self, lbd, j: int, sgn: int, rows) -> np.ndarray:
+        """FSB's bound on the objective rows ``rows`` in the child that fixes neuron ``j`` to
+        phase ``sgn`` (+1 / -1): output-only CROWN on ``lbd``'s intermediate bounds with ``j``
+        clamped (the later layers' bounds are not recomputed: still sound, only looser), the max
+        of the adaptive and the root's alpha slopes.  Returns (len(rows),) float64."""
+        from dataclasses import replace
+
+        th = self.th
+        zl, zu, zp = lbd.z_lb.copy(), lbd.z_ub.copy(), lbd.z_phase.copy()
+        zp[j] = sgn
+        if sgn > 0:
+            zl[j] = max(zl[j], 0.0)
+        else:
+            zu[j] = min(zu[j], 0.0)
+        child = replace(lbd, z_lb=zl, z_ub=zu, z_phase=zp)
+        C, d = th.C[rows], th.d[rows]
+        lo, _ = objective_bounds(th.packed, th.lb, th.ub, child, C, d)
+        if th.alpha_obj is not None:
+            lo = np.maximum(lo, objective_bounds(th.packed, th.lb, th.ub, child, C, d,
+                                                 alpha=th.alpha_obj[rows])[0])
+        return lo
+
+    def _fsb(self, lbd, rows, base):
+        """FSB scores: ``base`` (BaBSR) re-ranked by the children's objective bounds; the top
+        ``FSB_TOP`` candidates get ``1e6 + sum_r min(lower_r, 0)`` of their worse child (always
+        above every other neuron's BaBSR score, which stay as tie-breakers below)."""
+        th = self.th
+        layer_bias = self.layer_bias
+        b = base if layer_bias == 1.0 else base * layer_bias ** (-th.layer_of.astype(np.float64))
+        cand = [int(j) for j in np.argsort(-b, kind="stable")[:FSB_TOP] if b[j] > 0]
+        if not cand:
+            return base
+        out = base.copy()
+        for j in cand:
+            worst = min(float(np.minimum(self.child_lower(lbd, j, sgn, rows), 0.0).sum())
+                        for sgn in (1, -1))
+            out[j] = 1e6 + worst
+        if layer_bias != 1.0:  # undone by the caller's layer bias: keep the FSB order
+            out[cand] = out[cand] * layer_bias ** th.layer_of[cand].astype(np.float64)
+        return out
 
     def decide(self) -> int:
         th = self.th

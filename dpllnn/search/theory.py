@@ -146,8 +146,9 @@ class ReluTheory:
         #: parallel search: ``poll()`` -> list of lemma clauses from other workers (each valid
         #: for the whole case: the negated phases of a cube another worker proved), or None when
         #: the case is already settled elsewhere; called at most every ``POLL_S`` seconds from
-        #: ``propagate``.  Lemmas stop the solver (``lemma_stop``) so that the driver adds them at
-        #: level 0 and resumes; None stops it for good.
+        #: ``propagate``.  The driver adds lemmas at level 0 after the solver's current call (the
+        #: next restart; with ``LEMMA_INTERRUPT`` the solver is stopped for them at once,
+        #: ``lemma_stop``); None stops the search for good (``cancelled``).
         self.poll = None
         self.lemmas_in: list[list[int]] = []
         self.lemma_stop = False
