@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel worker processes (default: all cores)")
     v.add_argument("--mode", choices=["auto", "inputsplit", "cdcl"], default="auto",
                    help="search strategy (auto: input splitting for <= 20 inputs, else CDCL)")
-    v.add_argument("--parallel", choices=["hybrid", "portfolio", "cubes"], default=None,
+    from .search.portfolio import SCHEMES
+    v.add_argument("--parallel", choices=SCHEMES, default=None,
                    help="how CDCL workers share a case (default: hybrid -- one worker searches "
                         "the whole case and takes the phase cubes the others prove as lemmas)")
     v.add_argument("--memory-limit", type=_positive_float, default=None, metavar="MB",

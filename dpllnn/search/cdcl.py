@@ -115,7 +115,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         (phase literals as for ``cube``; each must hold on the whole case, e.g. the negation of
         a cube another worker proved unsat) or None when the case is settled elsewhere (the
         search then stops with ``unknown``); see ``ReluTheory.poll``.  Lemmas are added at level
-        0 between two solver calls (the solver is stopped through a fresh guard assumption)
+        0 when the solver's current call returns (with ``theory.LEMMA_INTERRUPT``, the solver is
+        stopped for them at once and resumes under a fresh guard assumption)
 
     Returns
     -------

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bounds import babsr_scores, objective_bounds
+from ..bounds import babsr_scores
 
 #: FSB: candidates (by BaBSR score) whose two children are bounded
 FSB_TOP = 8
@@ -71,6 +71,7 @@ class Brancher:
         unst = (th.phase == 0) & (lbd.lb < 0.0) & (lbd.ub > 0.0)
         if not unst.any():
             return np.zeros(th.n)
+        fsb_rows = None
         if self.kind in ("babsr", "fsb"):
             rows = [r for i in np.flatnonzero(~snap.refuted).tolist()
                     for r in range(th.rows[i], th.rows[i + 1])]
@@ -81,52 +82,39 @@ class Brancher:
             if not np.any(s > 0):          # degenerate backward coefficients: fall back to width
                 s = np.where(unst, np.minimum(lbd.ub, -lbd.lb), 0.0)
             elif self.kind == "fsb" and rows:
-                s = self._fsb(lbd, rows[:4], s)
+                fsb_rows = rows[:4]
         else:
             s = np.where(unst, np.minimum(lbd.ub, -lbd.lb), 0.0)
         if self.layer_bias != 1.0:
             s = s * self.layer_bias ** (-th.layer_of.astype(np.float64))
+        if fsb_rows is not None:
+            s = self._fsb(lbd, fsb_rows, s)
         return s
 
     def child_lower(self, lbd, j: int, sgn: int, rows) -> np.ndarray:
         """FSB's bound on the objective rows ``rows`` in the child that fixes neuron ``j`` to
-        phase ``sgn`` (+1 / -1): output-only CROWN on ``lbd``'s intermediate bounds with ``j``
-        clamped (the later layers' bounds are not recomputed: still sound, only looser), the max
-        of the adaptive and the root's alpha slopes.  Returns (len(rows),) float64."""
+        phase ``sgn`` (+1 / -1): ``ReluTheory.objective_lower`` on ``lbd``'s intermediate bounds
+        with ``j`` clamped (the later layers' bounds are not recomputed: still sound, only
+        looser).  Returns (len(rows),) float64."""
         from dataclasses import replace
 
-        th = self.th
         zl, zu, zp = lbd.z_lb.copy(), lbd.z_ub.copy(), lbd.z_phase.copy()
         zp[j] = sgn
         if sgn > 0:
             zl[j] = max(zl[j], 0.0)
         else:
             zu[j] = min(zu[j], 0.0)
-        child = replace(lbd, z_lb=zl, z_ub=zu, z_phase=zp)
-        C, d = th.C[rows], th.d[rows]
-        lo, _ = objective_bounds(th.packed, th.lb, th.ub, child, C, d)
-        if th.alpha_obj is not None:
-            lo = np.maximum(lo, objective_bounds(th.packed, th.lb, th.ub, child, C, d,
-                                                 alpha=th.alpha_obj[rows])[0])
-        return lo
+        return self.th.objective_lower(replace(lbd, z_lb=zl, z_ub=zu, z_phase=zp), rows)
 
     def _fsb(self, lbd, rows, base):
-        """FSB scores: ``base`` (BaBSR) re-ranked by the children's objective bounds; the top
-        ``FSB_TOP`` candidates get ``1e6 + sum_r min(lower_r, 0)`` of their worse child (always
-        above every other neuron's BaBSR score, which stay as tie-breakers below)."""
-        th = self.th
-        layer_bias = self.layer_bias
-        b = base if layer_bias == 1.0 else base * layer_bias ** (-th.layer_of.astype(np.float64))
-        cand = [int(j) for j in np.argsort(-b, kind="stable")[:FSB_TOP] if b[j] > 0]
-        if not cand:
-            return base
+        """FSB scores: ``base`` (BaBSR, layer bias applied) re-ranked by the children's objective
+        bounds; the top ``FSB_TOP`` candidates get ``1e6 + sum_r min(lower_r, 0)`` of their worse
+        child (always above every other neuron's score, which stay as tie-breakers below)."""
+        cand = [int(j) for j in np.argsort(-base, kind="stable")[:FSB_TOP] if base[j] > 0]
         out = base.copy()
         for j in cand:
-            worst = min(float(np.minimum(self.child_lower(lbd, j, sgn, rows), 0.0).sum())
-                        for sgn in (1, -1))
-            out[j] = 1e6 + worst
-        if layer_bias != 1.0:  # undone by the caller's layer bias: keep the FSB order
-            out[cand] = out[cand] * layer_bias ** th.layer_of[cand].astype(np.float64)
+            out[j] = 1e6 + min(float(np.minimum(self.child_lower(lbd, j, sgn, rows), 0.0).sum())
+                               for sgn in (1, -1))
         return out
 
     def decide(self) -> int:

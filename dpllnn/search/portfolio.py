@@ -65,6 +65,8 @@ CUBES_PER_WORKER = 4
 #: stopping the solver for each of them (``theory.LEMMA_INTERRUPT``) took prop_8_0.03 from 18 to
 #: 24-37 s.
 CDCL_PARALLEL = "hybrid"
+#: the parallel CDCL schemes (``--parallel``)
+SCHEMES = ("hybrid", "portfolio", "cubes")
 #: hybrid CDCL: phase cubes per cube worker (``workers - 1`` of them)
 HYBRID_CUBES_PER_WORKER = 8
 #: hybrid CDCL: the whole-case member's start in the heuristic schedule (cubes start at 0)
@@ -167,14 +169,8 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
         if task is None:
             return
         if task[0] == _FALSIFY:  # (_FALSIFY, budget_s, starts, seed): attack, report, go on
-            from ..attack import falsify
-            try:
-                cex = falsify(network, spec, time_limit_s=task[1], seed=task[3],
-                              deadline=deadline, starts=task[2])
-                results.put(("falsified", None if cex is None else np.asarray(cex.x), None))
-            except Exception as e:  # reported: the parent then never answers unsat
-                results.put(("falsified", None, f"worker {wid} (falsification): "
-                             f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+            results.put(("falsified",) + _falsify_report(network, spec, task[1], task[3], deadline,
+                                                         task[2], f"worker {wid} (falsification)"))
             continue
         if idle:
             idle = False
@@ -215,19 +211,36 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
                          f"worker {wid}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
 
 
-def _attack_process(network, spec, budget_s, seed, deadline, q):
-    """Process target: :func:`dpllnn.attack.falsify` for ``budget_s`` seconds, then
-    ``q.put((x or None, error text or None))`` (the parent re-validates ``x``)."""
-    import signal
-
+def _falsify_report(network, spec, budget_s, seed, deadline, starts, who):
+    """Run :func:`dpllnn.attack.falsify`; returns ``(x or None, error text or None)`` for the
+    parent, which re-validates ``x`` and never answers unsat after an error."""
     from ..attack import falsify
+    try:
+        cex = falsify(network, spec, time_limit_s=budget_s, seed=seed, deadline=deadline,
+                      starts=starts)
+        return None if cex is None else np.asarray(cex.x), None
+    except Exception as e:  # reported, never a verdict
+        return None, f"{who}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+
+
+def _attack_process(network, spec, budget_s, seed, deadline, q):
+    """Process target: :func:`_falsify_report` for ``budget_s`` seconds, its pair put on ``q``."""
+    import signal
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        cex = falsify(network, spec, time_limit_s=budget_s, seed=seed, deadline=deadline)
-        q.put((None if cex is None else np.asarray(cex.x), None))
-    except Exception as e:  # reported: the parent raises it (never a verdict)
-        q.put((None, f"attack process: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+    q.put(_falsify_report(network, spec, budget_s, seed, deadline, None, "attack process"))
+
+
+def stop_processes(procs):
+    """Terminate and join ``procs`` (kill what ignores SIGTERM): no child outlives the caller."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=2)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=1)
 
 
 def _poller(ci, closed, lemma_qs):
@@ -293,13 +306,15 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     # Task ``t`` belongs to alternative ``alt`` of ``key``: ``key`` is settled when every task of
     # one of its alternatives is unsat, and the search when every key is.
     how = parallel or CDCL_PARALLEL
-    if how not in ("hybrid", "portfolio", "cubes"):
+    if how not in SCHEMES:
         raise ValueError(f"unknown parallel CDCL scheme {how!r}")
     plan = []
     n_cases = len(spec.cases)
     if chosen == "inputsplit":
-        for ci in todo:  # one task per case; work sharing splits it further
-            plan.append([ci, open_per_case[ci], None, None, seed, None, None, 0, False])
+        for ci in todo:  # one task per case; work sharing splits it further; every task (and
+            # every part handed over) is its own key: all must be unsat
+            plan.append((ci, open_per_case[ci], None, None, seed, None, ("task", len(plan)), 0,
+                         False))
     else:
         from ..bounds import pack
         packed = pack(network)
@@ -315,9 +330,6 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
             for cube in phase_cubes(packed, spec.cases[ci], open_per_case[ci], n_cubes):
                 plan.append((ci, open_per_case[ci], cube, None, seed, None, ci, 1, False))
         stats[how] = len(plan)
-    for tid, p in enumerate(plan):
-        if p[6] is None:                     # input splitting: every task (and part) must be unsat
-            p[6] = ("task", tid)
     alts: dict = {}                          # key -> alt -> set of task ids
     owner = {}                               # task id -> (key, alt)
     for tid, p in enumerate(plan):
@@ -411,14 +423,7 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                 lemma_qs[key].put([-int(l) for l in plan[tid][2]])
                 stats["lemmas_shared"] = stats.get("lemmas_shared", 0) + 1
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=2)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=1)
+        stop_processes(procs)
         tasks.cancel_join_thread()
         results.cancel_join_thread()
         for q in (lemma_qs or {}).values():

@@ -160,13 +160,17 @@ class ReluTheory:
             self._push_root()
 
     # ---- snapshots ---------------------------------------------------------------------------
-    def _objective(self, lbd):
-        lo, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, self.C, self.d)
+    def objective_lower(self, lbd, rows=None):
+        """Lower bounds of the stacked objective rows (all, or the indices ``rows``) on the
+        intermediate bounds ``lbd``: output-only CROWN, the max of the adaptive slopes and the
+        root's alpha slopes (``alpha_obj``).  Returns (m,) or (len(rows),) float64."""
+        C, d = (self.C, self.d) if rows is None else (self.C[rows], self.d[rows])
+        lo, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, C, d)
         if self.alpha_obj is not None:
             # the root's optimised slopes are valid (any slopes in [0, 1] are) and, on the
             # root's tightened bounds, usually much better than CROWN's adaptive choice
-            lo2, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, self.C, self.d,
-                                      alpha=self.alpha_obj)
+            al = self.alpha_obj if rows is None else self.alpha_obj[rows]
+            lo2, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, C, d, alpha=al)
             lo = np.maximum(lo, lo2)
         return lo
 
@@ -203,7 +207,7 @@ class ReluTheory:
             self.root_infeasible = True
             return
         self.root_infeasible = False
-        lo = self._objective(lbd)
+        lo = self.objective_lower(lbd)
         self.snaps = [Snapshot(0, ph, lbd, lo, self._refuted(lo))]
 
     def reset_root(self, lbd=None, own_objective=False):
@@ -218,7 +222,7 @@ class ReluTheory:
             self.alpha_obj = lbd.alpha
         if lbd.hidden_alpha:
             self.hidden_alpha = lbd.hidden_alpha
-        lo = self._objective(lbd)
+        lo = self.objective_lower(lbd)
         if own_objective and lbd.obj_lower is not None and lbd.obj_lower.shape == lo.shape:
             lo = np.maximum(lo, lbd.obj_lower)
         self.snaps = [Snapshot(0, self.fixed.copy(), lbd, lo, self._refuted(lo))]
@@ -339,7 +343,7 @@ class ReluTheory:
                         return self._conflict_all()
                     return self._conflict_neuron(c)
                 # the base's objective bound holds here too (its phases are a subset)
-                lo = np.maximum(self._objective(lbd), base.obj_lower)
+                lo = np.maximum(self.objective_lower(lbd), base.obj_lower)
                 self.t_bounds += time.monotonic() - t
                 base = Snapshot(len(self.trail), ph.copy(), lbd, lo, self._refuted(lo))
                 snaps.append(base)

@@ -146,7 +146,8 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     Result -- ``sat`` only with a counterexample validated by float64 and onnxruntime;
     ``unsat`` only when every case and disjunct is refuted by sound bounds or search.
     """
-    if parallel not in (None, "hybrid", "portfolio", "cubes"):
+    from .portfolio import SCHEMES
+    if parallel is not None and parallel not in SCHEMES:
         raise ValueError(f"unknown parallel CDCL scheme {parallel!r}")
     t0 = time.monotonic()
     deadline = t0 + float(timeout_s)
@@ -299,12 +300,8 @@ class _AttackBeside:
         return None if x is None else check_counterexample(self.network, self.spec, x)
 
     def stop(self):
-        if self.p.is_alive():
-            self.p.terminate()
-        self.p.join(timeout=2)
-        if self.p.is_alive():
-            self.p.kill()
-            self.p.join(timeout=1)
+        from .portfolio import stop_processes
+        stop_processes([self.p])
         self.q.cancel_join_thread()
 
 
