@@ -492,3 +492,49 @@ def test_margin_covers_rounding_exactly(seed, scale):
 def test_warmup_runs():
     from dpllnn.bounds import warmup
     assert warmup() >= 0.0
+
+
+def test_kernel_threads_change_no_bound():
+    """Row-parallel kernels (``set_kernel_threads``, lent cores in parallel search) give exactly
+    the serial results: CROWN bounds, objective bounds and re-bounding with alpha slopes, on a
+    network wide enough for every backward pass to be split."""
+    from dpllnn.bounds.alpha import rebound_hidden
+    from dpllnn.bounds.threads import kernel_threads, set_kernel_threads
+    from naive import random_network
+    rng = np.random.default_rng(11)
+    net = random_network(rng, 6, (48, 48, 48), 40)
+    P = pack(net)
+    lb, ub = -np.ones(6), np.ones(6)
+    C = rng.normal(size=(40, 40))
+    d = rng.normal(size=40)
+    phase = np.zeros(P.n_relus, dtype=np.int8)
+    phase[[3, 60]] = [1, -1]
+    base = alpha_crown(P, lb, ub, phase, C, d, iters=3, intermediate=True, intermediate_iters=3)
+    results = []
+    try:
+        for nt in (1, 2):
+            assert set_kernel_threads(nt) == nt and kernel_threads() == nt
+            lbd = compute_bounds(P, lb, ub, phase, "crown")
+            lo, up = objective_bounds(P, lb, ub, lbd, C, d)
+            al = alpha_crown(P, lb, ub, phase, C, d, iters=3, intermediate=True,
+                             intermediate_iters=3)
+            rb = compute_bounds(P, lb, ub, phase, "crown")
+            bad = rebound_hidden(P, rb, base.hidden_alpha, 1)
+            results.append((lbd.z_lb, lbd.z_ub, lo, up, al.z_lb, al.z_ub, al.obj_lower,
+                            rb.z_lb, rb.z_ub, bad))
+        assert int(np.count_nonzero(lbd.unstable)) >= 32   # the passes were split
+    finally:
+        set_kernel_threads(1)
+    # equal up to BLAS's summation order (its blocking depends on the number of rows); each
+    # is sound on its own (the kernels' margins bound any order's rounding)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    xs = rng.uniform(lb, ub, size=(3000, 6))
+    z = np.concatenate([np.asarray(p).reshape(len(xs), -1) for p in net.pre_activations(xs)],
+                       axis=1)
+    inside = np.all([(z[:, j] >= 0) == (s > 0) for j, s in ((3, 1), (60, -1))], axis=0)
+    zz = z[inside][:, :P.n_relus]
+    assert inside.sum() > 100
+    for r in results:
+        for lo_, hi_ in ((r[0], r[1]), (r[4], r[5]), (r[7], r[8])):
+            assert np.all(zz >= lo_[:P.n_relus]) and np.all(zz <= hi_[:P.n_relus])

@@ -254,3 +254,56 @@ def test_attack_beside_the_root_bounds_finds_a_valid_counterexample():
         b.stop()
     assert cex is not None and check_counterexample(net, spec, cex.x) is not None
     assert not mp.active_children()
+
+
+def test_lender_gives_idle_cores_to_the_running_search():
+    """``_Lender``: a search takes ``workers // busy`` kernel threads, and one again when the
+    other workers are busy."""
+    from dpllnn.bounds.threads import kernel_threads, set_kernel_threads
+    from dpllnn.search.portfolio import _Lender
+    busy = mp.Value("i", 1)
+    lender = _Lender(busy, 2)
+    try:
+        lender.update()
+        assert lender.threads == 2 and kernel_threads() == 2
+        busy.value = 2
+        lender.update()
+        assert lender.threads == 1 and kernel_threads() == 1
+    finally:
+        set_kernel_threads(1)
+
+
+def test_hybrid_without_cube_time_still_decides(monkeypatch):
+    """Hybrid CDCL with no time for cubes (``HYBRID_CUBE_S = 0``): every cube stops at once
+    with a time-out, and the whole-case member (on the lent core) still gives the oracle's
+    verdict."""
+    from dpllnn.search import portfolio
+    monkeypatch.setattr(portfolio, "CDCL_PARALLEL", "hybrid")
+    monkeypatch.setattr(portfolio, "HYBRID_CUBE_S", 0.0)
+    for net, spec, truth in _instances(6):
+        r = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode="cdcl", falsify_s=0.0)
+        assert r.verdict.value == truth, (truth, r)
+        if r.verdict is Verdict.SAT:
+            assert check_counterexample(net, spec, r.counterexample.x) is not None
+    assert not mp.active_children()
+
+
+def test_a_dead_worker_gives_unknown(monkeypatch):
+    """A worker process that dies with its task open (a crash, the OOM killer) turns the verdict
+    into ``unknown`` naming the exit code, never ``unsat`` or ``timeout``."""
+    import os as _os
+    from dpllnn.search import portfolio
+    if mp.get_start_method(allow_none=True) not in (None, "fork") or \
+            "fork" not in mp.get_all_start_methods():
+        pytest.skip("needs forked workers (they inherit the patched task runner)")
+
+    def die(*a, **k):
+        _os._exit(3)
+    monkeypatch.setattr(portfolio, "_run_task", die)
+    net, spec, truth = _instances(1)[0]
+    r = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode="cdcl", falsify_s=0.0)
+    if r.reason == "root bounds" or "falsification" in (r.reason or ""):
+        pytest.skip("decided before the search")
+    assert r.verdict is Verdict.UNKNOWN, r
+    assert "exit codes [3]" in r.reason
+    assert not mp.active_children()

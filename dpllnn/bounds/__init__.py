@@ -25,7 +25,7 @@ early_stop=False, **alpha_kw)``
     ``stable_inactive``, ``unstable`` (a neuron with a fixed phase counts by its phase),
     ``n_unstable``, and ``alpha`` (alpha-CROWN slopes).
 
-``objective_bounds(packed, lb, ub, layer_bounds, C, d, alpha=None) -> (lower, upper)``
+``objective_bounds(packed, lb, ub, layer_bounds, C, d, alpha=None, upper=True) -> (lower, upper)``
     Output-only CROWN on inherited intermediate bounds (fast refutation of a branch).
     ``lower_bound_minimisers(...)``, same arguments: the box vertex minimising each row's CROWN
     lower bound, (m, n_inputs) -- a start for attacks.

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels_alpha import adam_slopes
+from .kernels import ROWS_PER_THREAD
+from .kernels_alpha import adam_slopes, adam_slopes_rows
 from .pack import PackedNet
 from .propagate import LayerBounds, _box, _infeasible, _objective, compute_bounds, objective_bounds
+from .threads import kernel_threads
 
 _EMPTY2 = np.zeros((0, 0))
 
@@ -54,10 +56,15 @@ def optimise_rows(packed: PackedNet, xl, xu, base: LayerBounds, A0, c0, mag0, jt
     best = np.empty(m)
     best_alpha = np.empty_like(alpha)
     xmax = np.maximum(np.abs(xl), np.abs(xu))
-    adam_slopes(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, xmax,
-                base.z_lb, base.z_ub, base.z_phase, base.wa, np.ascontiguousarray(A0, dtype=np.float64),
-                np.asarray(c0, dtype=np.float64), np.asarray(mag0, dtype=np.float64), int(jtop), alpha,
-                packed.margin_factor, int(iters), float(lr), int(packed.n_relus), best, best_alpha)
+    args = (packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, xmax,
+            base.z_lb, base.z_ub, base.z_phase, base.wa, np.ascontiguousarray(A0, dtype=np.float64),
+            np.asarray(c0, dtype=np.float64), np.asarray(mag0, dtype=np.float64), int(jtop), alpha,
+            packed.margin_factor, int(iters), float(lr), int(packed.n_relus), best, best_alpha)
+    nt = kernel_threads()
+    if nt > 1 and m >= nt * ROWS_PER_THREAD:
+        adam_slopes_rows(*args, nt)
+    else:
+        adam_slopes(*args)
     return best, best_alpha
 
 

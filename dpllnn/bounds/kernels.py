@@ -1,6 +1,10 @@
 """Numba kernels for interval (IBP) and backward linear (CROWN / DeepPoly) bound propagation.
 
 Kernels only: arrays and scalars in, preallocated arrays out, ``@njit(cache=True)``, no fastmath.
+The ``*_rows`` variants (``parallel=True``) split the independent rows of a backward pass into
+``nt`` blocks run on numba's threads (``nt`` from :func:`dpllnn.bounds.threads.kernel_threads`):
+each row gets the serial kernel's arithmetic, except that BLAS may sum a product in another order
+for another block size (last-bit differences, inside the same outward margins: sound either way).
 Buffers and index spaces are those of :mod:`dpllnn.bounds.pack`; the typed wrappers are in
 :mod:`dpllnn.bounds.propagate`.
 
@@ -17,7 +21,7 @@ A neuron with phase +1 (or ``l >= 0``) is the identity, phase -1 (or ``u <= 0``)
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 U_ROUND = 2.0 ** -53
 ABS_MARGIN = 1e-290
@@ -180,15 +184,34 @@ def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, 
         Ain[:, :] = A
 
 
+@njit(cache=True, parallel=True)
+def backward_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
+                        jtop, alpha, Astore, gam, early_stop, out, Ain, nt):
+    """:func:`backward_lower` with its rows split into ``nt`` blocks, one per thread (``alpha``,
+    ``Astore``, ``Ain``: 0 rows, or one per row of ``A``)."""
+    m = A.shape[0]
+    for t in prange(nt):
+        a = t * m // nt
+        b = (t + 1) * m // nt
+        backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A[a:b],
+                       const[a:b], mag[a:b], jtop, alpha[a:b], Astore[a:b], gam, early_stop,
+                       out[a:b], Ain[a:b])
+
+
+#: fewest rows per thread worth a parallel backward pass
+ROWS_PER_THREAD = 16
+
+
 @njit(cache=True)
 def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, ub, wa, start,
-                     use_crown, ilb, iub, gam, early_stop):
+                     use_crown, ilb, iub, gam, early_stop, nt=1):
     """Bounds of affine layers ``start..L`` into ``lb``, ``ub``, ``wa`` (n_z,), in place.
 
     Layers below ``start`` must already hold sound bounds.  With ``use_crown`` every layer
     ``k >= 1`` is refined by a backward pass (CROWN) for the neurons IBP leaves unstable (all
     outputs), and intersected with IBP from the refined previous layer and with ``ilb``/``iub``
-    (n_z,; pass ``-inf``/``+inf`` for none).  ``early_stop``: see :func:`backward_lower` (then a
+    (n_z,; pass ``-inf``/``+inf`` for none); ``nt`` > 1 runs each layer's backward pass on
+    ``nt`` threads (:func:`backward_lower_rows`).  ``early_stop``: see :func:`backward_lower` (then a
     neuron proven stable keeps the interval bound that proved it, not its full CROWN bound).  Bounds are clamped by ``phase`` (int8, n_z; zero on
     outputs).  Returns the flat index of the first neuron with ``lb > ub`` (infeasible phases), or
     -1.  After an infeasible layer the later layers are left untouched.
@@ -247,9 +270,14 @@ def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, 
                         mag[r] = abs(bf[z0 + i])
                         r += 1
                 out = np.empty(m)
-                backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A,
-                               const, mag, k - 1, empty2, empty2, gam, early_stop and k < L, out,
-                               empty2)
+                if nt > 1 and m >= nt * ROWS_PER_THREAD:
+                    backward_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase,
+                                        wa, A, const, mag, k - 1, empty2, empty2, gam,
+                                        early_stop and k < L, out, empty2, nt)
+                else:
+                    backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa,
+                                   A, const, mag, k - 1, empty2, empty2, gam,
+                                   early_stop and k < L, out, empty2)
                 r = 0
                 for i in range(n):
                     if want_lo[i]:
@@ -311,6 +339,18 @@ def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c,
         v = v - gam * mg - ABS_MARGIN
         if v > out[r]:
             out[r] = v
+
+
+@njit(cache=True, parallel=True)
+def objective_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c, alpha,
+                         Astore, gam, out, Ain, nt):
+    """:func:`objective_lower` with the rows of ``P`` split into ``nt`` blocks, one per thread."""
+    m = P.shape[0]
+    for t in prange(nt):
+        a = t * m // nt
+        b = (t + 1) * m // nt
+        objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P[a:b], c[a:b],
+                        alpha[a:b], Astore[a:b], gam, out[a:b], Ain[a:b])
 
 
 @njit(cache=True)

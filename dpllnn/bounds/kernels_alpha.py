@@ -8,7 +8,7 @@ a sound bound, so this loop is a heuristic: soundness rests on ``backward_lower`
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .kernels import backward_lower, relaxed_forward_grad
 
@@ -57,3 +57,17 @@ def adam_slopes(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A0,
                 vel[r, i] = b2 * vel[r, i] + (1.0 - b2) * g * g
                 v = alpha[r, i] + lr * (mom[r, i] / c1) / (np.sqrt(vel[r, i] / c2) + eps)
                 alpha[r, i] = min(max(v, 0.0), 1.0)
+
+
+@njit(cache=True, parallel=True)
+def adam_slopes_rows(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A0, c0, mag0,
+                     jtop, alpha, gam, iters, lr, n_relus, best, best_alpha, nt):
+    """:func:`adam_slopes` with its rows (each with its own slopes and Adam state) split into
+    ``nt`` blocks, one per thread."""
+    m = A0.shape[0]
+    for t in prange(nt):
+        a = t * m // nt
+        b = (t + 1) * m // nt
+        adam_slopes(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A0[a:b],
+                    c0[a:b], mag0[a:b], jtop, alpha[a:b], gam, iters, lr, n_relus, best[a:b],
+                    best_alpha[a:b])

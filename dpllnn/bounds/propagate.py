@@ -10,6 +10,7 @@ from . import kernels as K
 from .kernels_batch import crown_batch, crown_batch_parallel
 from .kernels_sym import symbolic_batch
 from .pack import PackedNet
+from .threads import kernel_threads
 
 METHODS = ("ibp", "symbolic", "crown", "alpha")
 _EMPTY2 = np.zeros((0, 0))
@@ -233,7 +234,8 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
         ilb, iub, iwa = z_lb.copy(), z_ub.copy(), wa.copy()
         bad = K.propagate_layers(*args, ilb, iub, iwa, start_layer, False, ninf, pinf, gam, False)
         if bad < 0:
-            bad = K.propagate_layers(*args, z_lb, z_ub, wa, start_layer, True, ilb, iub, gam, early_stop)
+            bad = K.propagate_layers(*args, z_lb, z_ub, wa, start_layer, True, ilb, iub, gam, early_stop,
+                                     kernel_threads())
     if bad >= 0:
         return _infeasible(packed, xl, xu, zp, method, int(bad), C, z_lb, z_ub)
     out = LayerBounds(packed, z_lb, z_ub, wa, zp, xl, xu, False, -1, method)
@@ -285,8 +287,8 @@ def _symbolic_single(packed, xl, xu, zp, C, d) -> LayerBounds:
     return out
 
 
-def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=None, alpha=None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=None, alpha=None,
+                     upper: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Output-only CROWN: bounds on ``C @ y - d`` from the given intermediate bounds.
 
     Parameters
@@ -299,6 +301,8 @@ def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=
     C : array_like, shape (m, n_outputs);  d : array_like, shape (m,)
     alpha : ndarray, shape (m, n_relus), optional
         Per-row lower slopes (e.g. ``LayerBounds.alpha`` from alpha-CROWN); default adaptive.
+    upper : bool
+        False: skip the upper bound's backward pass (half the cost) and return None for it.
 
     Returns
     -------
@@ -309,18 +313,28 @@ def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]
     if layer_bounds.infeasible:
-        return np.full(m, np.inf), np.full(m, -np.inf)
+        return np.full(m, np.inf), (np.full(m, -np.inf) if upper else None)
     xl, xu = _box(packed, lb, ub)
     lb_ = layer_bounds
     al = _EMPTY2 if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
     lower = np.empty(m)
-    upper = np.empty(m)
     args = (packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, lb_.z_lb, lb_.z_ub,
             lb_.z_phase, lb_.wa)
-    K.objective_lower(*args, C, -d, al, _EMPTY2, packed.margin_factor, lower, _EMPTY2)
-    K.objective_lower(*args, np.ascontiguousarray(-C), d.copy(), _EMPTY2, _EMPTY2, packed.margin_factor,
-                      upper, _EMPTY2)
-    return lower, -upper
+    _objective_lower(args, C, -d, al, packed.margin_factor, lower)
+    if not upper:
+        return lower, None
+    up = np.empty(m)
+    _objective_lower(args, np.ascontiguousarray(-C), d.copy(), _EMPTY2, packed.margin_factor, up)
+    return lower, -up
+
+
+def _objective_lower(args, P, c, alpha, gam, out):
+    """``K.objective_lower`` into ``out``, on ``kernel_threads()`` threads when the rows are many."""
+    nt = kernel_threads()
+    if nt > 1 and P.shape[0] >= nt * K.ROWS_PER_THREAD:
+        K.objective_lower_rows(*args, P, c, alpha, _EMPTY2, gam, out, _EMPTY2, nt)
+    else:
+        K.objective_lower(*args, P, c, alpha, _EMPTY2, gam, out, _EMPTY2)
 
 
 def lower_bound_minimisers(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=None,

@@ -71,6 +71,13 @@ SCHEMES = ("hybrid", "portfolio", "cubes")
 HYBRID_CUBES_PER_WORKER = 8
 #: hybrid CDCL: the whole-case member's start in the heuristic schedule (cubes start at 0)
 HYBRID_VARIANT = 1
+#: hybrid CDCL: seconds (from the start of the parallel search) in which cube workers prove
+#: cubes; a cube still open then stops with ``unknown`` (the whole-case member covers it), and
+#: the cores that fall idle are lent to the whole-case member's kernels (``_Lender``).  On mnist_fc
+#: the cubes' help came within the first seconds (the nine 2-worker runs it sped up took
+#: 2.3-6.6 s), while on a long case (256x4 prop_13_0.05, 179 s with one worker) the cubes never
+#: finished and the whole-case member ran at one core: 186-201 s with two workers.
+HYBRID_CUBE_S = 10.0
 
 
 def phase_cubes(packed, case, open_idx, n):
@@ -93,6 +100,31 @@ def phase_cubes(packed, case, open_idx, n):
     for j in top:
         cubes = [c + [s * (j + 1)] for c in cubes for s in (1, -1)]
     return cubes
+
+
+class _Lender:
+    """Lends idle cores to the bound kernels of the running searches.
+
+    Every worker process starts with one thread (``dpllnn/__init__.py``).  ``busy`` counts the
+    workers that run a task; a running CDCL search calls :meth:`update` at its polls and takes
+    ``workers // busy`` kernel threads (:func:`dpllnn.bounds.threads.set_kernel_threads`: the
+    rows of each backward pass split over numba threads), so a single long search left running
+    uses every core.  mnist 256x4, one node's CROWN bounds: 15.0 ms on one thread, 9.4 ms on two
+    (11.2 ms with two BLAS threads instead); re-bounding with the root's slopes 27.9 -> 15.6 ms.
+    The bounds stay sound at any thread count (``dpllnn.bounds.kernels``)."""
+
+    def __init__(self, busy, workers):
+        self.busy, self.workers, self.threads = busy, int(workers), 1
+
+    def update(self) -> None:
+        want = max(1, self.workers // max(1, self.busy.value))
+        if want != self.threads:
+            self.set(want)
+
+    def set(self, n: int) -> None:
+        from ..bounds.threads import set_kernel_threads
+        set_kernel_threads(n)
+        self.threads = int(n)
 
 
 def _context():
@@ -135,25 +167,27 @@ _FALSIFY = -1
 
 
 def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=None,
-            next_tid=None, roots=None, lemma_qs=None, closed=None):
+            next_tid=None, roots=None, lemma_qs=None, closed=None, busy=None, workers=1):
     """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool, listen) tasks -- for CDCL
-    ``lb`` holds the cube's literals and ``start_pool`` the portfolio variant; push
+    ``lb`` holds the cube's literals and ``start_pool`` the portfolio variant or (hybrid cubes) a
+    dict of ``search_case`` settings, with ``"deadline"`` the cube's own time limit; push
     ("done", task_id, verdict, x, stats, err), ("spawn", task_id) and ("skipped", task_id)
     messages.  ``roots``: case index -> root LayerBounds of the whole case (CDCL: the search's
     first snapshot, which a cube's own root bounds are intersected with).  ``closed``: shared
     bytes, ``closed[ci]`` set once case ``ci`` is settled (its queued tasks are skipped, its
     running CDCL searches stop); ``lemma_qs``: case index -> queue of lemma clauses for the task
-    of that case with ``listen`` set (hybrid CDCL: the negated cubes proved by other workers)."""
+    of that case with ``listen`` set (hybrid CDCL: the negated cubes proved by other workers).
+    ``busy``: shared count of workers running a task, for lending idle cores (``_Lender``)."""
     import signal
 
     from ..bounds import pack
-    from .verify import search_case_dispatch
 
     # A forked worker inherits the CLI's handlers, which raise in the main thread; here the parent
     # owns shutdown: SIGTERM (from terminate()) ends the worker at once, Ctrl-C is the parent's.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     packed = pack(network)
+    lender = _Lender(busy, workers) if busy is not None else None
     idle = False
     while True:
         try:
@@ -168,47 +202,74 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
             continue
         if task is None:
             return
-        if task[0] == _FALSIFY:  # (_FALSIFY, budget_s, starts, seed): attack, report, go on
-            results.put(("falsified",) + _falsify_report(network, spec, task[1], task[3], deadline,
-                                                         task[2], f"worker {wid} (falsification)"))
-            continue
-        if idle:
+        if idle and task[0] != _FALSIFY:
             idle = False
             with hungry.get_lock():  # fed before anyone answered the request: withdraw it
                 if hungry.value > 0:
                     hungry.value -= 1
-        tid, ci, open_idx, lb, ub, tseed, start_pool, listen = task
-        if closed is not None and closed[ci]:
-            results.put(("skipped", tid))
-            continue
-        cube = None
-        if chosen == "cdcl":  # lb holds the cube's phase literals
-            cube, lb, ub = lb, None, None
-        stats: dict = {}
-        extra = {}
-        if chosen == "inputsplit" and hungry is not None:
-            extra = {"share": _Share(hungry, next_tid, tasks, results, task),
-                     "start_pool": start_pool}
-        elif cube is not None:
-            extra = {"cube": cube, "variant": int(start_pool or 0),
-                     "poll": _poller(ci, closed, lemma_qs if listen else None)}
+        if busy is not None:
+            with busy.get_lock():
+                busy.value += 1
         try:
-            case = spec.cases[ci]
-            if lb is not None:
-                sub = Spec([Case(lb, ub, case.disjuncts)], spec.n_inputs, spec.n_outputs,
-                           spec.source)
-                sub_ci = 0
-            else:
-                sub, sub_ci = spec, ci
-            root = (roots or {}).get(ci) if chosen == "cdcl" else None
-            v, cex = search_case_dispatch(chosen, network, sub, sub_ci, open_idx, packed=packed,
-                                          deadline=deadline, seed=tseed, stats=stats, root=root,
-                                          **extra)
-            x = None if cex is None else np.asarray(cex.x)
-            results.put(("done", tid, v.value, x, stats, None))
-        except Exception as e:  # reported to the parent, which answers unknown
-            results.put(("done", tid, Verdict.UNKNOWN.value, None, stats,
-                         f"worker {wid}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+            _run_task(wid, network, spec, chosen, task, tasks, results, deadline, packed, hungry,
+                      next_tid, roots, lemma_qs, closed, lender)
+        finally:
+            if busy is not None:
+                with busy.get_lock():
+                    busy.value -= 1
+            if lender is not None and lender.threads != 1:
+                lender.set(1)
+
+
+def _run_task(wid, network, spec, chosen, task, tasks, results, deadline, packed, hungry,
+              next_tid, roots, lemma_qs, closed, lender):
+    """One task of :func:`_worker` (arguments as there); reports on ``results``."""
+    from .verify import search_case_dispatch
+
+    if task[0] == _FALSIFY:  # (_FALSIFY, budget_s, starts, seed): attack, report
+        results.put(("falsified",) + _falsify_report(network, spec, task[1], task[3], deadline,
+                                                     task[2], f"worker {wid} (falsification)"))
+        return
+    tid, ci, open_idx, lb, ub, tseed, start_pool, listen = task
+    if closed is not None and closed[ci]:
+        results.put(("skipped", tid))
+        return
+    cube = None
+    if chosen == "cdcl":  # lb holds the cube's phase literals
+        cube, lb, ub = lb, None, None
+    stats: dict = {}
+    extra = {}
+    task_deadline = deadline
+    if chosen == "inputsplit" and hungry is not None:
+        extra = {"share": _Share(hungry, next_tid, tasks, results, task),
+                 "start_pool": start_pool}
+    elif cube is not None:
+        extra = {"cube": cube, "poll": _poller(ci, closed, lemma_qs if listen else None, lender)}
+        if isinstance(start_pool, dict):   # hybrid cubes: their settings
+            extra.update(start_pool)
+            task_deadline = min(deadline, extra.pop("deadline", deadline))
+        else:
+            extra["variant"] = int(start_pool or 0)
+    if time.monotonic() >= task_deadline:    # (a hybrid cube after the cube phase)
+        results.put(("done", tid, Verdict.TIMEOUT.value, None, stats, None))
+        return
+    try:
+        case = spec.cases[ci]
+        if lb is not None:
+            sub = Spec([Case(lb, ub, case.disjuncts)], spec.n_inputs, spec.n_outputs,
+                       spec.source)
+            sub_ci = 0
+        else:
+            sub, sub_ci = spec, ci
+        root = (roots or {}).get(ci) if chosen == "cdcl" else None
+        v, cex = search_case_dispatch(chosen, network, sub, sub_ci, open_idx, packed=packed,
+                                      deadline=task_deadline, seed=tseed, stats=stats, root=root,
+                                      **extra)
+        x = None if cex is None else np.asarray(cex.x)
+        results.put(("done", tid, v.value, x, stats, None))
+    except Exception as e:  # reported to the parent, which answers unknown
+        results.put(("done", tid, Verdict.UNKNOWN.value, None, stats,
+                     f"worker {wid}: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
 
 
 def _falsify_report(network, spec, budget_s, seed, deadline, starts, who):
@@ -243,14 +304,17 @@ def stop_processes(procs):
             p.join(timeout=1)
 
 
-def _poller(ci, closed, lemma_qs):
+def _poller(ci, closed, lemma_qs, lender=None):
     """``ReluTheory.poll`` for a CDCL task of case ``ci``: None once the case is closed, else
-    the lemma clauses queued for it (none when ``lemma_qs`` is None)."""
-    if closed is None and lemma_qs is None:
+    the lemma clauses queued for it (none when ``lemma_qs`` is None); each call first takes the
+    BLAS threads ``lender`` grants (idle cores)."""
+    if closed is None and lemma_qs is None and lender is None:
         return None
     q = None if lemma_qs is None else lemma_qs.get(ci)
 
     def poll():
+        if lender is not None:
+            lender.update()
         if closed is not None and closed[ci]:
             return None
         out = []
@@ -324,11 +388,13 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                     plan.append((ci, open_per_case[ci], [], None, seed + w, w, ci, w, False))
                 continue
             n_cubes = CUBES_PER_WORKER * workers
+            settings = None
             if how == "hybrid":    # one whole-case member that takes the cubes' lemmas
                 plan.append((ci, open_per_case[ci], [], None, seed, HYBRID_VARIANT, ci, 0, True))
                 n_cubes = HYBRID_CUBES_PER_WORKER * (workers - 1)
+                settings = {"variant": 0, "deadline": time.monotonic() + HYBRID_CUBE_S}
             for cube in phase_cubes(packed, spec.cases[ci], open_per_case[ci], n_cubes):
-                plan.append((ci, open_per_case[ci], cube, None, seed, None, ci, 1, False))
+                plan.append((ci, open_per_case[ci], cube, None, seed, settings, ci, 1, False))
         stats[how] = len(plan)
     alts: dict = {}                          # key -> alt -> set of task ids
     owner = {}                               # task id -> (key, alt)
@@ -350,9 +416,10 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
         if any(p[8] for p in plan):
             lemma_qs = {p[0]: ctx.Queue() for p in plan if p[8]}
     stats["workers"] = workers
+    busy = ctx.Value("i", 0)
     procs = [ctx.Process(target=_worker, args=(w, network, spec, chosen, tasks, results,
                                                deadline, seed, hungry, next_tid, roots, lemma_qs,
-                                               closed),
+                                               closed, busy, workers),
                          daemon=True)
              for w in range(workers)]
     verdict_of: dict = {}  # task id -> Verdict
@@ -371,7 +438,13 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
             try:
                 msg = results.get(timeout=0.1)
             except queue_mod.Empty:
-                if time.monotonic() >= deadline + 0.5 or not any(p.is_alive() for p in procs):
+                if time.monotonic() >= deadline + 0.5:
+                    break
+                if not any(p.is_alive() for p in procs):
+                    if time.monotonic() < deadline:   # died (a crash, a kill) with tasks open
+                        codes = sorted({p.exitcode for p in procs if p.exitcode})
+                        errors.append(f"worker processes exited with tasks unfinished "
+                                      f"(exit codes {codes})")
                     break
                 continue
             if msg[0] == "falsified":

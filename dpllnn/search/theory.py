@@ -165,12 +165,13 @@ class ReluTheory:
         intermediate bounds ``lbd``: output-only CROWN, the max of the adaptive slopes and the
         root's alpha slopes (``alpha_obj``).  Returns (m,) or (len(rows),) float64."""
         C, d = (self.C, self.d) if rows is None else (self.C[rows], self.d[rows])
-        lo, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, C, d)
+        lo, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, C, d, upper=False)
         if self.alpha_obj is not None:
             # the root's optimised slopes are valid (any slopes in [0, 1] are) and, on the
             # root's tightened bounds, usually much better than CROWN's adaptive choice
             al = self.alpha_obj if rows is None else self.alpha_obj[rows]
-            lo2, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, C, d, alpha=al)
+            lo2, _ = objective_bounds(self.packed, self.lb, self.ub, lbd, C, d, alpha=al,
+                                      upper=False)
             lo = np.maximum(lo, lo2)
         return lo
 
