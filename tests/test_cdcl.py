@@ -215,13 +215,21 @@ def test_fsb_picks_the_candidate_with_the_best_worse_child(seed):
                     np.where(rng.random((1000, net.n_inputs)) < 0.5, case.lb, case.ub)])
     zs = np.concatenate(net.pre_activations(xs), axis=1)
     vals = net.forward(xs) @ th.C[rows].T - th.d[rows]
+    from dataclasses import replace
+    children = th.children_lower(lbd, cand, rows)
     masses = {}
-    for c in cand:
+    for k, c in enumerate(cand):
         worst = np.inf
-        for sgn in (1, -1):
-            lo = br.child_lower(lbd, c, sgn, rows)
+        for side, sgn in enumerate((1, -1)):
+            lo = children[k, side]
             inside = np.sign(zs[:, c]) == sgn
             assert np.all(vals[inside] >= lo - 1e-9), (c, sgn)
             worst = min(worst, float(np.minimum(lo, 0.0).sum()))
+            # one pass for all children = the child's own bounds (phase set, bounds clamped)
+            zl, zu, zp = lbd.z_lb.copy(), lbd.z_ub.copy(), lbd.z_phase.copy()
+            zp[c] = sgn
+            zl[c], zu[c] = (max(zl[c], 0.0), zu[c]) if sgn > 0 else (zl[c], min(zu[c], 0.0))
+            own = th.objective_lower(replace(lbd, z_lb=zl, z_ub=zu, z_phase=zp), rows)
+            np.testing.assert_allclose(lo, own, rtol=1e-9, atol=1e-9)
         masses[c] = worst
     assert masses[j] == max(masses.values())

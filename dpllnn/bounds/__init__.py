@@ -30,6 +30,13 @@ early_stop=False, **alpha_kw)``
     ``lower_bound_minimisers(...)``, same arguments: the box vertex minimising each row's CROWN
     lower bound, (m, n_inputs) -- a start for attacks.
 
+``objective_lower_split(packed, lb, ub, layer_bounds, C, d, idx, sgn, alpha=None) -> lower (m,)``
+    The same lower bound, row ``r`` in the child where neuron ``idx[r]`` has phase ``sgn[r]``
+    (FSB: every candidate's two children in one backward pass).
+
+``set_kernel_threads(n)`` / ``kernel_threads()``
+    Threads of this process's backward passes (rows split over numba threads; default 1).
+
 ``batch_objective_bounds(packed, lbs, ubs, C, d, method="symbolic", phase=None,
 return_unstable=False) -> lower (B, m)[, unstable (B,)]``
     Many input boxes at once (input splitting).
@@ -79,9 +86,12 @@ from .alpha import alpha_crown, optimise_alpha
 from .pack import PackedNet, pack
 from .warm import warmup
 from .propagate import (METHODS, LayerBounds, batch_crown, batch_objective_bounds, compute_bounds,
-                        interval_objective_bounds, lower_bound_minimisers, objective_bounds)
+                        interval_objective_bounds, lower_bound_minimisers, objective_bounds,
+                        objective_lower_split)
+from .threads import kernel_threads, set_kernel_threads
 
 __all__ = ["PackedNet", "pack", "LayerBounds", "compute_bounds", "objective_bounds",
+           "objective_lower_split", "kernel_threads", "set_kernel_threads",
            "lower_bound_minimisers",
            "interval_objective_bounds", "batch_objective_bounds", "batch_crown", "alpha_crown", "optimise_alpha", "METHODS",
            "babsr_scores", "bounds_report", "warmup"]

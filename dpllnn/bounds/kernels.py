@@ -25,6 +25,8 @@ from numba import njit, prange
 
 U_ROUND = 2.0 ** -53
 ABS_MARGIN = 1e-290
+_NO_IDX = np.zeros(0, dtype=np.int64)
+_NO_SGN = np.zeros(0, dtype=np.int8)
 
 
 @njit(cache=True)
@@ -73,7 +75,7 @@ def ibp_layer(Wp, Wn, Wa, bf, w_off, sizes, zoff, k, al, au, amax, gam, out_l, o
 
 @njit(cache=True)
 def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
-                   jtop, alpha, Astore, gam, early_stop, out, Ain):
+                   jtop, alpha, Astore, gam, early_stop, out, Ain, ov_idx, ov_sgn):
     """Lower bound of ``A @ a_jtop + const`` over the box and the phase constraints.
 
     ``A`` (m, sizes[jtop+1]) is the coefficient on ``a_jtop`` (``jtop = -1``: on ``x``); ``const``
@@ -83,9 +85,13 @@ def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, 
     there (flat neuron index), for alpha gradients.  With ``early_stop`` a row stops as soon as the
     interval of an intermediate layer already proves its lower bound ``>= 0`` (enough to decide a
     neuron's sign; ``Astore``/``Ain`` then meaningless).  Writes ``out`` (m,) and, if it has m
-    rows, the final input coefficient into ``Ain`` (m, n_in).
+    rows, the final input coefficient into ``Ain`` (m, n_in).  ``ov_idx`` (m,) int64 and
+    ``ov_sgn`` (m,) int8, if given: row ``r`` is bounded as if flat neuron ``ov_idx[r]`` (-1:
+    none) had the phase ``ov_sgn[r]`` (exact identity / zero there; FSB's children, many in one
+    pass).
     """
     m = A.shape[0]
+    use_ov = ov_idx.shape[0] == m
     use_alpha = alpha.shape[0] == m
     store = Astore.shape[0] == m
     rows = np.arange(m)
@@ -129,6 +135,17 @@ def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, 
             if store:
                 for i in range(n):
                     Astore[ro, z0 + i] = A[r, i]
+            iov = -1
+            if use_ov:
+                q = ov_idx[ro] - z0
+                if q >= 0 and q < n:
+                    iov = q
+                    k_sl, k_su, k_tu, k_zm = slr[q], su[q], tu[q], zm[q]
+                    one = 1.0 if ov_sgn[ro] > 0 else 0.0
+                    slr[q] = one
+                    su[q] = one
+                    tu[q] = 0.0
+                    zm[q] = 0.0
             c = 0.0
             mg = 0.0
             for i in range(n):
@@ -141,6 +158,8 @@ def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, 
                 mg += (ap - an) * zm[i] + abs(v) * waj[i]
             const[r] += c
             mag[r] += mg
+            if iov >= 0:
+                slr[iov], su[iov], tu[iov], zm[iov] = k_sl, k_su, k_tu, k_zm
         # affine layer j: z_j = W_j a_{j-1} + b_j (bias and its margin were fused above)
         Wj = Wf[w_off[j]:w_off[j + 1]].reshape((sizes[j + 1], sizes[j]))
         A = np.dot(A, Wj)
@@ -195,11 +214,12 @@ def backward_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase,
         b = (t + 1) * m // nt
         backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A[a:b],
                        const[a:b], mag[a:b], jtop, alpha[a:b], Astore[a:b], gam, early_stop,
-                       out[a:b], Ain[a:b])
+                       out[a:b], Ain[a:b], np.zeros(0, dtype=np.int64),
+                       np.zeros(0, dtype=np.int8))
 
 
 #: fewest rows per thread worth a parallel backward pass
-ROWS_PER_THREAD = 16
+ROWS_PER_THREAD = 4
 
 
 @njit(cache=True)
@@ -277,7 +297,8 @@ def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, 
                 else:
                     backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa,
                                    A, const, mag, k - 1, empty2, empty2, gam,
-                                   early_stop and k < L, out, empty2)
+                                   early_stop and k < L, out, empty2,
+                                   np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8))
                 r = 0
                 for i in range(n):
                     if want_lo[i]:
@@ -307,13 +328,14 @@ def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, 
 
 @njit(cache=True)
 def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c, alpha, Astore,
-                    gam, out, Ain):
+                    gam, out, Ain, ov_idx, ov_sgn):
     """Lower bound of ``P @ y + c`` (P (m, n_out), c (m,)) by a backward pass from the output.
 
     Uses the hidden bounds ``lb``/``ub`` and magnitudes ``wa`` (n_z,) of a previous
     :func:`propagate_layers`; ``alpha``, ``Astore``, ``Ain`` as in :func:`backward_lower`.
     The result is also intersected with the interval of ``P @ y + c`` over the output box
-    ``lb/ub[zoff[L]:]``.  Writes ``out`` (m,).
+    ``lb/ub[zoff[L]:]``.  Writes ``out`` (m,).  ``ov_idx``/``ov_sgn``: per-row phase overrides,
+    as in :func:`backward_lower`.
     """
     L = sizes.shape[0] - 2
     zL = zoff[L]
@@ -326,7 +348,7 @@ def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c,
     mag = np.abs(c) + np.dot(absP, wa[zL:zL + n_out])
     A = np.dot(P, WL)
     backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
-                   L - 1, alpha, Astore, gam, False, out, Ain)
+                   L - 1, alpha, Astore, gam, False, out, Ain, ov_idx, ov_sgn)
     for r in range(m):
         v = c[r]
         mg = abs(c[r])
@@ -343,14 +365,15 @@ def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c,
 
 @njit(cache=True, parallel=True)
 def objective_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c, alpha,
-                         Astore, gam, out, Ain, nt):
+                         Astore, gam, out, Ain, ov_idx, ov_sgn, nt):
     """:func:`objective_lower` with the rows of ``P`` split into ``nt`` blocks, one per thread."""
     m = P.shape[0]
     for t in prange(nt):
         a = t * m // nt
         b = (t + 1) * m // nt
         objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P[a:b], c[a:b],
-                        alpha[a:b], Astore[a:b], gam, out[a:b], Ain[a:b])
+                        alpha[a:b], Astore[a:b], gam, out[a:b], Ain[a:b], ov_idx[a:b],
+                        ov_sgn[a:b])
 
 
 @njit(cache=True)

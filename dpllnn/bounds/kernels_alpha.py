@@ -32,13 +32,16 @@ def adam_slopes(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A0,
     mom = np.zeros((m, n_relus))
     vel = np.zeros((m, n_relus))
     b1, b2, eps = 0.9, 0.999, 1e-8
+    no_idx = np.zeros(0, dtype=np.int64)
+    no_sgn = np.zeros(0, dtype=np.int8)
     for r in range(m):
         best[r] = -np.inf
         for i in range(n_relus):
             best_alpha[r, i] = alpha[r, i]
     for it in range(iters + 1):
         backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A0.copy(),
-                       c0.copy(), mag0.copy(), jtop, alpha, Astore, gam, False, out, Ain)
+                       c0.copy(), mag0.copy(), jtop, alpha, Astore, gam, False, out, Ain, no_idx,
+                       no_sgn)
         for r in range(m):
             if out[r] > best[r]:
                 best[r] = out[r]

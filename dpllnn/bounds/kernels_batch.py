@@ -51,10 +51,12 @@ def _crown_box(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, P, c, gam,
     empty2 = np.zeros((0, 0))
     if store_ain:
         objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, zl, zu, phase, wa, P, c, empty2,
-                        empty2, gam, low, ain)
+                        empty2, gam, low, ain, np.zeros(0, dtype=np.int64),
+                        np.zeros(0, dtype=np.int8))
     else:
         objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, zl, zu, phase, wa, P, c, empty2,
-                        empty2, gam, low, empty2)
+                        empty2, gam, low, empty2, np.zeros(0, dtype=np.int64),
+                        np.zeros(0, dtype=np.int8))
     cnt = 0
     for i in range(n_relus):
         if phase[i] == 0 and zl[i] < 0.0 and zu[i] > 0.0:

@@ -328,13 +328,57 @@ def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=
     return lower, -up
 
 
-def _objective_lower(args, P, c, alpha, gam, out):
+def _objective_lower(args, P, c, alpha, gam, out, ov_idx=K._NO_IDX, ov_sgn=K._NO_SGN):
     """``K.objective_lower`` into ``out``, on ``kernel_threads()`` threads when the rows are many."""
     nt = kernel_threads()
     if nt > 1 and P.shape[0] >= nt * K.ROWS_PER_THREAD:
-        K.objective_lower_rows(*args, P, c, alpha, _EMPTY2, gam, out, _EMPTY2, nt)
+        if ov_idx.shape[0] != P.shape[0]:
+            ov_idx = np.full(P.shape[0], -1, dtype=np.int64)
+            ov_sgn = np.zeros(P.shape[0], dtype=np.int8)
+        K.objective_lower_rows(*args, P, c, alpha, _EMPTY2, gam, out, _EMPTY2, ov_idx, ov_sgn, nt)
     else:
-        K.objective_lower(*args, P, c, alpha, _EMPTY2, gam, out, _EMPTY2)
+        K.objective_lower(*args, P, c, alpha, _EMPTY2, gam, out, _EMPTY2, ov_idx, ov_sgn)
+
+
+def objective_lower_split(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d, idx, sgn,
+                          alpha=None) -> np.ndarray:
+    """Lower bounds on the rows of ``C @ y - d``, row ``r`` in the child region where hidden
+    neuron ``idx[r]`` has the phase ``sgn[r]`` (filtered smart branching: every candidate
+    split's two children in one backward pass).
+
+    Output-only CROWN on ``layer_bounds`` (valid on the parent region) with the split neuron
+    exact (identity or zero) in its row; the later layers' bounds are the parent's (sound on the
+    child, only looser).  Equal to :func:`objective_bounds` on ``layer_bounds`` with that neuron's
+    phase set and its bounds clamped, row by row (up to BLAS's summation order).
+
+    Parameters
+    ----------
+    packed, lb, ub, layer_bounds : as for :func:`objective_bounds`
+    C : array_like, shape (m, n_outputs);  d : array_like, shape (m,)
+    idx : array_like of int, shape (m,) -- flat hidden neuron index per row
+    sgn : array_like of int, shape (m,) -- +1 (active) or -1 (inactive) per row
+    alpha : ndarray, shape (m, n_relus), optional -- per-row lower slopes (default adaptive)
+
+    Returns
+    -------
+    ndarray, float64, shape (m,) (``+inf`` if ``layer_bounds.infeasible``)
+    """
+    C, d = _objective(C, d, packed.n_outputs)
+    m = C.shape[0]
+    if layer_bounds.infeasible:
+        return np.full(m, np.inf)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    sgn = np.ascontiguousarray(sgn, dtype=np.int8)
+    if idx.shape != (m,) or sgn.shape != (m,) or np.any((idx < 0) | (idx >= packed.n_relus)):
+        raise ValueError("idx and sgn need one hidden neuron and one phase per row")
+    xl, xu = _box(packed, lb, ub)
+    lb_ = layer_bounds
+    al = _EMPTY2 if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
+    lower = np.empty(m)
+    args = (packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, lb_.z_lb, lb_.z_ub,
+            lb_.z_phase, lb_.wa)
+    _objective_lower(args, C, -d, al, packed.margin_factor, lower, idx, sgn)
+    return lower
 
 
 def lower_bound_minimisers(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=None,
@@ -366,7 +410,7 @@ def lower_bound_minimisers(packed: PackedNet, lb, ub, layer_bounds: LayerBounds,
     lb_ = layer_bounds
     K.objective_lower(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu,
                       lb_.z_lb, lb_.z_ub, lb_.z_phase, lb_.wa, C, -d, al, _EMPTY2,
-                      packed.margin_factor, out, Ain)
+                      packed.margin_factor, out, Ain, K._NO_IDX, K._NO_SGN)
     return np.where(Ain >= 0.0, xl, xu)
 
 

@@ -35,7 +35,7 @@ def backward_coefficients(packed: PackedNet, layer_bounds: LayerBounds, C, d=Non
     al = _EMPTY2 if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
     K.objective_lower(packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, lbd.xl, lbd.xu,
                       lbd.z_lb, lbd.z_ub, lbd.z_phase, lbd.wa, C, -d, al, store,
-                      packed.margin_factor, out, _EMPTY2)
+                      packed.margin_factor, out, _EMPTY2, K._NO_IDX, K._NO_SGN)
     return store[:, : packed.n_relus], out
 
 

@@ -34,4 +34,18 @@ def warmup() -> float:
     batch_objective_bounds(P, np.stack([lb, lb / 2]), np.stack([ub, ub / 2]), C, d, "symbolic")
     batch_crown(P, np.stack([lb, lb / 2]), np.stack([ub, ub / 2]), C, d, coeffs=True)
     babsr_scores(P, r, C[0], 0.0)
+    # the row-parallel kernels that only lent cores run (propagate_layers compiles its own)
+    from . import kernels as K
+    from .kernels_alpha import adam_slopes_rows
+    from .propagate import objective_lower_split
+    objective_lower_split(P, lb, ub, r, C, d, [0], [1])
+    args = (P.W, P.b, P.w_off, P.sizes, P.zoff, lb, ub, r.z_lb, r.z_ub, r.z_phase, r.wa)
+    out = np.empty(1)
+    K.objective_lower_rows(*args, C, -d, np.zeros((0, 0)), np.zeros((0, 0)), P.margin_factor,
+                           out, np.zeros((0, 0)), np.zeros(1, dtype=np.int64),
+                           np.ones(1, dtype=np.int8), 1)
+    alpha = np.zeros((1, P.n_relus))
+    adam_slopes_rows(*args[:7], np.maximum(np.abs(lb), np.abs(ub)), *args[7:], np.ones((1, 3)),
+                     np.zeros(1), np.zeros(1), 0, alpha, P.margin_factor, 1, 0.1, P.n_relus,
+                     np.empty(1), np.empty_like(alpha), 1)
     return time.perf_counter() - t0

@@ -91,30 +91,16 @@ class Brancher:
             s = self._fsb(lbd, fsb_rows, s)
         return s
 
-    def child_lower(self, lbd, j: int, sgn: int, rows) -> np.ndarray:
-        """FSB's bound on the objective rows ``rows`` in the child that fixes neuron ``j`` to
-        phase ``sgn`` (+1 / -1): ``ReluTheory.objective_lower`` on ``lbd``'s intermediate bounds
-        with ``j`` clamped (the later layers' bounds are not recomputed: still sound, only
-        looser).  Returns (len(rows),) float64."""
-        from dataclasses import replace
-
-        zl, zu, zp = lbd.z_lb.copy(), lbd.z_ub.copy(), lbd.z_phase.copy()
-        zp[j] = sgn
-        if sgn > 0:
-            zl[j] = max(zl[j], 0.0)
-        else:
-            zu[j] = min(zu[j], 0.0)
-        return self.th.objective_lower(replace(lbd, z_lb=zl, z_ub=zu, z_phase=zp), rows)
-
     def _fsb(self, lbd, rows, base):
         """FSB scores: ``base`` (BaBSR, layer bias applied) re-ranked by the children's objective
-        bounds; the top ``FSB_TOP`` candidates get ``1e6 + sum_r min(lower_r, 0)`` of their worse
-        child (always above every other neuron's score, which stay as tie-breakers below)."""
+        bounds (``ReluTheory.children_lower``); the top ``FSB_TOP`` candidates get
+        ``1e6 + sum_r min(lower_r, 0)`` of their worse child (always above every other neuron's
+        score, which stay as tie-breakers below)."""
         cand = [int(j) for j in np.argsort(-base, kind="stable")[:FSB_TOP] if base[j] > 0]
         out = base.copy()
-        for j in cand:
-            out[j] = 1e6 + min(float(np.minimum(self.child_lower(lbd, j, sgn, rows), 0.0).sum())
-                               for sgn in (1, -1))
+        if cand:
+            mass = np.minimum(self.th.children_lower(lbd, cand, rows), 0.0).sum(axis=2)
+            out[cand] = 1e6 + mass.min(axis=1)
         return out
 
     def decide(self) -> int:

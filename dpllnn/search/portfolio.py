@@ -10,12 +10,14 @@ help (DESIGN.md §3): workers are processes.  The ways of spreading the work:
   case is ``unsat`` when every task is.  (This replaced static cubes -- the box bisected into
   4 sub-boxes per worker up front -- which balanced badly: on ACAS Xu one cube often held all
   the hard boxes.)
-- **hybrid** (CDCL, the default, ``CDCL_PARALLEL``): one worker searches the whole case
-  (starting at ``HYBRID_VARIANT`` in the heuristic schedule) while the others work through
-  phase cubes (below); every cube proved unsat is sent to the whole-case worker as a lemma --
-  the clause of its negated phases, valid for the whole case -- which it adds at level 0 at its
-  next restart (``ReluTheory.poll``).  The case is unsat when the whole-case search is, or when
-  every cube is.
+- **hybrid** (CDCL, the default, ``CDCL_PARALLEL``), in two phases.  First (``HYBRID_CUBE_S``
+  seconds) one worker searches the whole case (starting at ``HYBRID_VARIANT`` in the heuristic
+  schedule) while the others work through phase cubes (below); every cube proved unsat is sent
+  to the whole-case workers as a lemma -- the clause of its negated phases, valid for the whole
+  case -- which they add at level 0 at their next restart (``ReluTheory.poll``).  Then the
+  *focus* member searches the whole case at variant 0, with the lemmas, on every core: the
+  workers left idle lend it their cores (``_Lender``: each backward pass split over threads).
+  The case is unsat when a whole-case search is, or when every cube is.
 - **portfolio** (CDCL): every worker searches the whole case from the same root bounds, with
   its own seed and its own start in the restart schedule of branching heuristics
   (``variant``); the first proof or counterexample wins.
@@ -69,14 +71,16 @@ CDCL_PARALLEL = "hybrid"
 SCHEMES = ("hybrid", "portfolio", "cubes")
 #: hybrid CDCL: phase cubes per cube worker (``workers - 1`` of them)
 HYBRID_CUBES_PER_WORKER = 8
-#: hybrid CDCL: the whole-case member's start in the heuristic schedule (cubes start at 0)
+#: hybrid CDCL: the first-phase whole-case member's start in the heuristic schedule (cubes and
+#: the focus member start at 0)
 HYBRID_VARIANT = 1
-#: hybrid CDCL: seconds (from the start of the parallel search) in which cube workers prove
-#: cubes; a cube still open then stops with ``unknown`` (the whole-case member covers it), and
-#: the cores that fall idle are lent to the whole-case member's kernels (``_Lender``).  On mnist_fc
-#: the cubes' help came within the first seconds (the nine 2-worker runs it sped up took
-#: 2.3-6.6 s), while on a long case (256x4 prop_13_0.05, 179 s with one worker) the cubes never
-#: finished and the whole-case member ran at one core: 186-201 s with two workers.
+#: hybrid CDCL: length of the first phase, in seconds from the start of the parallel search: the
+#: whole-case member at ``HYBRID_VARIANT`` and the cube workers stop then (``timeout``; the
+#: focus member covers the case), and the focus member -- the whole case at variant 0, as one
+#: worker would search it -- gets their cores (``_Lender``).  Measured with 2 workers (mnist_fc,
+#: session 6): the nine instances of the 10 slowest that the first phase speeds up took 2.3-6.6 s
+#: with it; 256x4 prop_13_0.05 (155 s with one worker) took 151 s with the variant-1 member
+#: alone on both cores after 10 s, 116.5 s with a variant-0 member.
 HYBRID_CUBE_S = 10.0
 
 
@@ -175,8 +179,8 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
     messages.  ``roots``: case index -> root LayerBounds of the whole case (CDCL: the search's
     first snapshot, which a cube's own root bounds are intersected with).  ``closed``: shared
     bytes, ``closed[ci]`` set once case ``ci`` is settled (its queued tasks are skipped, its
-    running CDCL searches stop); ``lemma_qs``: case index -> queue of lemma clauses for the task
-    of that case with ``listen`` set (hybrid CDCL: the negated cubes proved by other workers).
+    running CDCL searches stop); ``lemma_qs``: task id -> queue of lemma clauses for each task
+    with ``listen`` set (hybrid CDCL: the negated cubes proved by other workers).
     ``busy``: shared count of workers running a task, for lending idle cores (``_Lender``)."""
     import signal
 
@@ -244,7 +248,8 @@ def _run_task(wid, network, spec, chosen, task, tasks, results, deadline, packed
         extra = {"share": _Share(hungry, next_tid, tasks, results, task),
                  "start_pool": start_pool}
     elif cube is not None:
-        extra = {"cube": cube, "poll": _poller(ci, closed, lemma_qs if listen else None, lender)}
+        q = (lemma_qs or {}).get(tid) if listen else None
+        extra = {"cube": cube, "poll": _poller(ci, closed, q, lender)}
         if isinstance(start_pool, dict):   # hybrid cubes: their settings
             extra.update(start_pool)
             task_deadline = min(deadline, extra.pop("deadline", deadline))
@@ -304,13 +309,12 @@ def stop_processes(procs):
             p.join(timeout=1)
 
 
-def _poller(ci, closed, lemma_qs, lender=None):
+def _poller(ci, closed, q, lender=None):
     """``ReluTheory.poll`` for a CDCL task of case ``ci``: None once the case is closed, else
-    the lemma clauses queued for it (none when ``lemma_qs`` is None); each call first takes the
+    the lemma clauses queued for it on ``q`` (none when ``q`` is None); each call first takes the
     BLAS threads ``lender`` grants (idle cores)."""
-    if closed is None and lemma_qs is None and lender is None:
+    if closed is None and q is None and lender is None:
         return None
-    q = None if lemma_qs is None else lemma_qs.get(ci)
 
     def poll():
         if lender is not None:
@@ -389,12 +393,19 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                 continue
             n_cubes = CUBES_PER_WORKER * workers
             settings = None
-            if how == "hybrid":    # one whole-case member that takes the cubes' lemmas
-                plan.append((ci, open_per_case[ci], [], None, seed, HYBRID_VARIANT, ci, 0, True))
-                n_cubes = HYBRID_CUBES_PER_WORKER * (workers - 1)
+            if how == "hybrid":    # a whole-case member that takes the cubes' lemmas, for
+                # HYBRID_CUBE_S seconds like the cubes (the first phase)
                 settings = {"variant": 0, "deadline": time.monotonic() + HYBRID_CUBE_S}
+                plan.append((ci, open_per_case[ci], [], None, seed,
+                             {"variant": HYBRID_VARIANT, "deadline": settings["deadline"]},
+                             ci, 0, True))
+                n_cubes = HYBRID_CUBES_PER_WORKER * (workers - 1)
             for cube in phase_cubes(packed, spec.cases[ci], open_per_case[ci], n_cubes):
                 plan.append((ci, open_per_case[ci], cube, None, seed, settings, ci, 1, False))
+            if how == "hybrid":    # the focus member: the whole case at schedule variant 0 (as
+                # one worker), taken by the first worker done with the first phase; it gets
+                # every proved cube as a lemma and, once the others are idle, their cores
+                plan.append((ci, open_per_case[ci], [], None, seed, {"variant": 0}, ci, 2, True))
         stats[how] = len(plan)
     alts: dict = {}                          # key -> alt -> set of task ids
     owner = {}                               # task id -> (key, alt)
@@ -414,7 +425,7 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
             tasks.put(None)
         closed = ctx.Array("b", n_cases, lock=False)
         if any(p[8] for p in plan):
-            lemma_qs = {p[0]: ctx.Queue() for p in plan if p[8]}
+            lemma_qs = {tid: ctx.Queue() for tid, p in enumerate(plan) if p[8]}
     stats["workers"] = workers
     busy = ctx.Value("i", 0)
     procs = [ctx.Process(target=_worker, args=(w, network, spec, chosen, tasks, results,
@@ -491,10 +502,12 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                     closed[key] = 1           # stop the case's other searches
                 if len(settled) == len(alts):
                     break
-            elif lemma_qs is not None and plan[tid][2] and key in lemma_qs:
-                # hybrid: a proved cube, negated, is a lemma for the whole-case member
-                lemma_qs[key].put([-int(l) for l in plan[tid][2]])
-                stats["lemmas_shared"] = stats.get("lemmas_shared", 0) + 1
+            elif lemma_qs is not None and plan[tid][2]:
+                # hybrid: a proved cube, negated, is a lemma for the whole-case members
+                for t, q in lemma_qs.items():
+                    if plan[t][0] == key and t not in finished:
+                        q.put([-int(l) for l in plan[tid][2]])
+                        stats["lemmas_shared"] = stats.get("lemmas_shared", 0) + 1
     finally:
         stop_processes(procs)
         tasks.cancel_join_thread()

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds import compute_bounds, objective_bounds
+from ..bounds import compute_bounds, objective_bounds, objective_lower_split
 from ..bounds.alpha import rebound_hidden
 from ..validate import check_counterexample
 
@@ -174,6 +174,25 @@ class ReluTheory:
                                       upper=False)
             lo = np.maximum(lo, lo2)
         return lo
+
+    def children_lower(self, lbd, cand, rows):
+        """FSB's child bounds: :meth:`objective_lower` on the rows ``rows`` in the two children
+        of each neuron of ``cand`` (phase +1, then -1), on ``lbd``'s intermediate bounds with
+        the split neuron exact (``dpllnn.bounds.objective_lower_split``: all children in one
+        backward pass per slope set).  Returns (len(cand), 2, len(rows)) float64."""
+        K_, R = len(cand), len(rows)
+        if K_ == 0 or R == 0:
+            return np.zeros((K_, 2, R))
+        C = np.tile(self.C[rows], (2 * K_, 1))
+        d = np.tile(self.d[rows], 2 * K_)
+        idx = np.repeat(np.asarray(cand, dtype=np.int64), 2 * R)
+        sgn = np.tile(np.repeat(np.array([1, -1], dtype=np.int8), R), K_)
+        lo = objective_lower_split(self.packed, self.lb, self.ub, lbd, C, d, idx, sgn)
+        if self.alpha_obj is not None:
+            al = np.tile(self.alpha_obj[rows], (2 * K_, 1))
+            lo = np.maximum(lo, objective_lower_split(self.packed, self.lb, self.ub, lbd, C, d,
+                                                      idx, sgn, alpha=al))
+        return lo.reshape(K_, 2, R)
 
     def fit_alpha(self, iters=20):
         """alpha-CROWN slopes for the stacked rows on the root snapshot, reused at every node."""
