@@ -314,18 +314,22 @@ def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=
     m = C.shape[0]
     if layer_bounds.infeasible:
         return np.full(m, np.inf), (np.full(m, -np.inf) if upper else None)
-    xl, xu = _box(packed, lb, ub)
-    lb_ = layer_bounds
-    al = _EMPTY2 if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
+    args, al = _objective_args(packed, lb, ub, layer_bounds, alpha)
     lower = np.empty(m)
-    args = (packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, lb_.z_lb, lb_.z_ub,
-            lb_.z_phase, lb_.wa)
     _objective_lower(args, C, -d, al, packed.margin_factor, lower)
     if not upper:
         return lower, None
     up = np.empty(m)
     _objective_lower(args, np.ascontiguousarray(-C), d.copy(), _EMPTY2, packed.margin_factor, up)
     return lower, -up
+
+
+def _objective_args(packed, lb, ub, lbd, alpha):
+    """The network, box and bound arguments of ``K.objective_lower`` and the slopes array."""
+    xl, xu = _box(packed, lb, ub)
+    al = _EMPTY2 if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
+    return (packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, lbd.z_lb,
+            lbd.z_ub, lbd.z_phase, lbd.wa), al
 
 
 def _objective_lower(args, P, c, alpha, gam, out, ov_idx=K._NO_IDX, ov_sgn=K._NO_SGN):
@@ -371,12 +375,8 @@ def objective_lower_split(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, 
     sgn = np.ascontiguousarray(sgn, dtype=np.int8)
     if idx.shape != (m,) or sgn.shape != (m,) or np.any((idx < 0) | (idx >= packed.n_relus)):
         raise ValueError("idx and sgn need one hidden neuron and one phase per row")
-    xl, xu = _box(packed, lb, ub)
-    lb_ = layer_bounds
-    al = _EMPTY2 if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
+    args, al = _objective_args(packed, lb, ub, layer_bounds, alpha)
     lower = np.empty(m)
-    args = (packed.W, packed.b, packed.w_off, packed.sizes, packed.zoff, xl, xu, lb_.z_lb, lb_.z_ub,
-            lb_.z_phase, lb_.wa)
     _objective_lower(args, C, -d, al, packed.margin_factor, lower, idx, sgn)
     return lower
 
