@@ -265,11 +265,18 @@ def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, 
             m = 0
             for i in range(n):
                 ph = phase[z0 + i]
-                if k == L or (lo[i] < 0.0 and hi[i] > 0.0):
-                    if ph != 1 and lo[i] < hi[i]:
+                # a free neuron that IBP or ``ilb``/``iub`` (the outer bounds) already prove
+                # stable needs no CROWN bound: only unstable neurons' bounds enter later
+                # relaxations (a neuron with a phase keeps its rows: they detect conflicts)
+                li, hi_ = lo[i], hi[i]
+                if ph == 0:
+                    li = max(li, ilb[z0 + i])
+                    hi_ = min(hi_, iub[z0 + i])
+                if k == L or (li < 0.0 and hi_ > 0.0):
+                    if ph != 1 and li < hi_:
                         want_lo[i] = True
                         m += 1
-                    if ph != -1 and lo[i] < hi[i]:
+                    if ph != -1 and li < hi_:
                         want_hi[i] = True
                         m += 1
             if m > 0:
