@@ -173,8 +173,8 @@ _FALSIFY = -1
 def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=None,
             next_tid=None, roots=None, lemma_qs=None, closed=None, busy=None, workers=1):
     """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool, listen) tasks -- for CDCL
-    ``lb`` holds the cube's literals and ``start_pool`` the portfolio variant or (hybrid cubes) a
-    dict of ``search_case`` settings, with ``"deadline"`` the cube's own time limit; push
+    ``lb`` holds the cube's literals and ``start_pool`` the portfolio variant or (hybrid tasks) a
+    dict of ``search_case`` settings, with ``"deadline"`` the first phase's time limit; push
     ("done", task_id, verdict, x, stats, err), ("spawn", task_id) and ("skipped", task_id)
     messages.  ``roots``: case index -> root LayerBounds of the whole case (CDCL: the search's
     first snapshot, which a cube's own root bounds are intersected with).  ``closed``: shared
@@ -250,12 +250,12 @@ def _run_task(wid, network, spec, chosen, task, tasks, results, deadline, packed
     elif cube is not None:
         q = (lemma_qs or {}).get(tid) if listen else None
         extra = {"cube": cube, "poll": _poller(ci, closed, q, lender)}
-        if isinstance(start_pool, dict):   # hybrid cubes: their settings
+        if isinstance(start_pool, dict):   # hybrid tasks: their settings
             extra.update(start_pool)
             task_deadline = min(deadline, extra.pop("deadline", deadline))
         else:
             extra["variant"] = int(start_pool or 0)
-    if time.monotonic() >= task_deadline:    # (a hybrid cube after the cube phase)
+    if time.monotonic() >= task_deadline:    # (a first-phase hybrid task after that phase)
         results.put(("done", tid, Verdict.TIMEOUT.value, None, stats, None))
         return
     try:
@@ -312,7 +312,7 @@ def stop_processes(procs):
 def _poller(ci, closed, q, lender=None):
     """``ReluTheory.poll`` for a CDCL task of case ``ci``: None once the case is closed, else
     the lemma clauses queued for it on ``q`` (none when ``q`` is None); each call first takes the
-    BLAS threads ``lender`` grants (idle cores)."""
+    kernel threads ``lender`` grants (idle cores)."""
     if closed is None and q is None and lender is None:
         return None
 
