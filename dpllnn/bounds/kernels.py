@@ -86,7 +86,7 @@ def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, 
     interval of an intermediate layer already proves its lower bound ``>= 0`` (enough to decide a
     neuron's sign; ``Astore``/``Ain`` then meaningless).  Writes ``out`` (m,) and, if it has m
     rows, the final input coefficient into ``Ain`` (m, n_in).  ``ov_idx`` (m,) int64 and
-    ``ov_sgn`` (m,) int8, if given: row ``r`` is bounded as if flat neuron ``ov_idx[r]`` (-1:
+    ``ov_sgn`` (m,) int8, if of length m (length 0: no overrides): row ``r`` is bounded as if flat neuron ``ov_idx[r]`` (-1:
     none) had the phase ``ov_sgn[r]`` (exact identity / zero there; FSB's children, many in one
     pass).
     """

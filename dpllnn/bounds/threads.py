@@ -28,9 +28,8 @@ def kernel_threads() -> int:
 
 def set_kernel_threads(n: int) -> int:
     """Let the bound kernels use ``n`` threads (capped by numba's pool size, at least 1);
-    returns the number set.  Call it in worker processes only: the parent of forked workers
-    should not start numba's thread pool (the ``workqueue`` layer is fork-safe, others may not
-    be)."""
+    returns the number set.  Parallel search calls it in its workers, for cores that would
+    otherwise idle; a one-worker run stays on one core."""
     n = max(1, int(n))
     if n > 1:
         n = min(n, int(numba.config.NUMBA_NUM_THREADS))
