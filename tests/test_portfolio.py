@@ -307,3 +307,18 @@ def test_a_dead_worker_gives_unknown(monkeypatch):
     assert r.verdict is Verdict.UNKNOWN, r
     assert "exit codes [3]" in r.reason
     assert not mp.active_children()
+
+
+def test_stop_processes_skips_unstarted_ones():
+    """An exception while the workers are being started leaves some never started:
+    ``stop_processes`` stops the started ones and leaves the others alone (no AssertionError
+    from joining an unstarted process, which turned a memory-limit stop into an internal
+    error)."""
+    from dpllnn.search.portfolio import stop_processes
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    started = ctx.Process(target=time.sleep, args=(30,), daemon=True)
+    never = ctx.Process(target=time.sleep, args=(30,), daemon=True)
+    started.start()
+    stop_processes([started, never])
+    assert not started.is_alive() and never.pid is None
+    assert not mp.active_children()

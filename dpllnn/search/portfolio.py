@@ -298,7 +298,10 @@ def _attack_process(network, spec, budget_s, seed, deadline, q):
 
 
 def stop_processes(procs):
-    """Terminate and join ``procs`` (kill what ignores SIGTERM): no child outlives the caller."""
+    """Terminate and join ``procs`` (kill what ignores SIGTERM): no child outlives the caller.
+    Processes never started are skipped: an exception (the memory limit, Ctrl-C) can interrupt
+    the loop that starts them."""
+    procs = [p for p in procs if p.pid is not None]
     for p in procs:
         if p.is_alive():
             p.terminate()
