@@ -1,6 +1,8 @@
 """Numba kernels for interval (IBP) and backward linear (CROWN / DeepPoly) bound propagation.
 
-Kernels only: arrays and scalars in, preallocated arrays out, ``@njit(cache=True)``, no fastmath.
+Kernels only: arrays and scalars in, preallocated arrays out, ``@njit(cache=True, nogil=True)``
+(the GIL released: a relaxation LP thread runs beside them, ``dpllnn.search.asynclp``), no
+fastmath.
 The ``*_rows`` variants (``parallel=True``) split the independent rows of a backward pass into
 ``nt`` blocks run on numba's threads (``nt`` from :func:`dpllnn.bounds.threads.kernel_threads`):
 each row gets the serial kernel's arithmetic, except that BLAS may sum a product in another order
@@ -29,7 +31,7 @@ _NO_IDX = np.zeros(0, dtype=np.int64)
 _NO_SGN = np.zeros(0, dtype=np.int8)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def chord(l, u):
     """Sound float chord ``relu(z) <= s z + t`` on ``[l, u]``, ``l < 0 < u``; returns ``(s, t)``."""
     s = u / (u - l)
@@ -38,7 +40,7 @@ def chord(l, u):
     return s, t
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def post_bounds(lb, ub, z0, n, al, au):
     """Post-activation box of ReLU layer at ``lb/ub[z0:z0+n]`` into ``al``, ``au`` (n,)."""
     for i in range(n):
@@ -46,7 +48,7 @@ def post_bounds(lb, ub, z0, n, al, au):
         au[i] = max(ub[z0 + i], 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ibp_layer(Wp, Wn, Wa, bf, w_off, sizes, zoff, k, al, au, amax, gam, out_l, out_u, wa_out):
     """Interval bounds of affine layer ``k`` from the box ``[al, au]`` of its input.
 
@@ -73,7 +75,7 @@ def ibp_layer(Wp, Wn, Wa, bf, w_off, sizes, zoff, k, al, au, amax, gam, out_l, o
         out_u[i] = hi + bi + gam * mg + ABS_MARGIN
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
                    jtop, alpha, Astore, gam, early_stop, out, Ain, ov_idx, ov_sgn):
     """Lower bound of ``A @ a_jtop + const`` over the box and the phase constraints.
@@ -203,7 +205,7 @@ def backward_lower(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, 
         Ain[:, :] = A
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def backward_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A, const, mag,
                         jtop, alpha, Astore, gam, early_stop, out, Ain, nt):
     """:func:`backward_lower` with its rows split into ``nt`` blocks, one per thread (``alpha``,
@@ -222,7 +224,7 @@ def backward_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase,
 ROWS_PER_THREAD = 4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, ub, wa, start,
                      use_crown, ilb, iub, gam, early_stop, nt=1):
     """Bounds of affine layers ``start..L`` into ``lb``, ``ub``, ``wa`` (n_z,), in place.
@@ -333,7 +335,7 @@ def propagate_layers(Wf, Wp, Wn, Wa, bf, w_off, sizes, zoff, xl, xu, phase, lb, 
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c, alpha, Astore,
                     gam, out, Ain, ov_idx, ov_sgn):
     """Lower bound of ``P @ y + c`` (P (m, n_out), c (m,)) by a backward pass from the output.
@@ -370,7 +372,7 @@ def objective_lower(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c,
             out[r] = v
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def objective_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, P, c, alpha,
                          Astore, gam, out, Ain, ov_idx, ov_sgn, nt):
     """:func:`objective_lower` with the rows of ``P`` split into ``nt`` blocks, one per thread."""
@@ -383,7 +385,7 @@ def objective_lower_rows(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, wa, 
                         ov_sgn[a:b])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def relaxed_forward_grad(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, alpha, Astore, Ain,
                          n_fwd, grad):
     """Gradient of each row's backward lower bound w.r.t. its lower slopes ``alpha`` (m, n_relus).
@@ -431,7 +433,7 @@ def relaxed_forward_grad(Wf, bf, w_off, sizes, zoff, xl, xu, lb, ub, phase, alph
         a = z
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def interval_objective(P, c, ylo, yhi, gam, out):
     """Lower bound of ``P @ y + c`` over the box ``[ylo, yhi]``; P (m, n), writes out (m,)."""
     m, n = P.shape

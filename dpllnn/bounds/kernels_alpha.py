@@ -13,7 +13,7 @@ from numba import njit, prange
 from .kernels import backward_lower, relaxed_forward_grad
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def adam_slopes(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A0, c0, mag0, jtop,
                 alpha, gam, iters, lr, n_relus, best, best_alpha):
     """Maximise the backward lower bound of each row of ``A0 @ a_jtop + c0`` over its slopes.
@@ -62,7 +62,7 @@ def adam_slopes(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A0,
                 alpha[r, i] = min(max(v, 0.0), 1.0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def adam_slopes_rows(Wf, bf, w_off, sizes, zoff, xl, xu, xmax, lb, ub, phase, wa, A0, c0, mag0,
                      jtop, alpha, gam, iters, lr, n_relus, best, best_alpha, nt):
     """:func:`adam_slopes` with its rows (each with its own slopes and Adam state) split into

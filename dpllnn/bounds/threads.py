@@ -19,11 +19,26 @@ if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 
 _THREADS = [1]
+#: cores of this process's kernel threads taken by other work (a relaxation LP on a background
+#: thread, ``dpllnn.search.asynclp``)
+_RESERVED = [0]
 
 
 def kernel_threads() -> int:
-    """Threads the bound kernels of this process may use (>= 1)."""
+    """Threads the bound kernels of this process may use (>= 1): the count set by
+    :func:`set_kernel_threads` less the cores reserved (:func:`reserve_core`)."""
+    return max(1, _THREADS[0] - _RESERVED[0])
+
+
+def lent_threads() -> int:
+    """The count set by :func:`set_kernel_threads`, reservations ignored (>= 1)."""
     return _THREADS[0]
+
+
+def reserve_core(on: bool) -> None:
+    """Take one core from the kernels (``on``) or give it back: a background thread of this
+    process (the asynchronous relaxation LP) works on it meanwhile."""
+    _RESERVED[0] = 1 if on else 0
 
 
 def set_kernel_threads(n: int) -> int:

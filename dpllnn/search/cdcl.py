@@ -37,6 +37,7 @@ import numpy as np
 from ..bounds import alpha_crown, compute_bounds
 from ..lp.highs import CellLP, LayeredLP
 from ..result import Verdict
+from .asynclp import AsyncRelaxationLP
 from .decide import Brancher
 from .propagator import ReluPropagator
 from .theory import ReluTheory
@@ -51,6 +52,9 @@ RESTART_BASE = 64
 LP_UNSTABLE = 1 << 30
 #: cells and relaxations on one incremental layered LP per case (LayeredLP) instead of CellLP
 USE_LAYERED = True
+#: relaxation LPs on a background thread when the search has a spare core (the parallel
+#: search's idle workers lend theirs), instead of on the search's path (``asynclp``)
+ASYNC_LP = True
 #: alpha-CROWN steps per hidden layer's unstable neurons in the CDCL root bounds.  The optimised
 #: intermediate bounds become the search's root snapshot, which every node's bounds are
 #: intersected with (ReluTheory).  Measured on mnist_fc (root, 2 cores): 256x4 prop_14_0.05
@@ -156,6 +160,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     if USE_LAYERED and not theory.root_infeasible:
         r = theory.snaps[0].lbd
         theory.llp = LayeredLP(network, theory.C, theory.d, theory.lb, theory.ub, r.lb, r.ub)
+        if ASYNC_LP:
+            theory.async_lp = AsyncRelaxationLP(theory.llp, theory.llp_lock)
 
     def finish(verdict, cex=None):
         st = solver.accum_stats() if solver is not None else {}
@@ -169,6 +175,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         _add_stats(stats, "lp_refuted", theory.n_lp_refuted)
         _add_stats(stats, "time_bounds_s", theory.t_bounds)
         _add_stats(stats, "time_lp_s", theory.t_lp)
+        _add_stats(stats, "time_lp_async_s", theory.t_lp_async)
+        _add_stats(stats, "lp_async_jobs", theory.n_lp_jobs)
         _add_stats(stats, "time_restart_s", t_tighten)
         _add_stats(stats, "time_rebound_s", theory.t_rebound)
         _add_stats(stats, "lemmas_imported", n_lemmas)
@@ -180,78 +188,84 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
 
     solver = None
     restarts, n_tighten_lp, t_tighten = 0, 0, 0.0
-    if theory.root_infeasible:
-        return finish(Verdict.UNSAT)
-    if time.monotonic() >= deadline:
-        return finish(Verdict.TIMEOUT)
-
-    solver = Solver(name="cadical195")
-    solver.add_clause(sel_vars)
-    for lit in cube:
-        solver.add_clause([lit])
-    for lit in _unit_lits(theory, theory.snaps[0].lbd):
-        solver.add_clause([lit])
-    for i, r in enumerate(theory.snaps[0].refuted.tolist()):
-        if r:
-            solver.add_clause([-sel_vars[i]])
-    # a reference point for decision polarities: PGD towards the open disjuncts
-    key = (id(spec), case_index, tuple(opened), seed)
-    if key not in _REF_CACHE:  # cubes of one case share it
-        _REF_CACHE.clear()
-        _REF_CACHE[key] = _reference_point(network, case, [case.disjuncts[i] for i in opened],
-                                           seed, deadline)
-    theory.x_ref = _REF_CACHE[key]
-    brancher = Brancher(theory, "babsr")
-    prop = ReluPropagator(theory, brancher, guard)
-    solver.connect_propagator(prop)
-    for v in range(1, pool.top + 1):
-        solver.observe(v)
-
-    i = 0
-    while True:
+    try:
+        if theory.root_infeasible:
+            return finish(Verdict.UNSAT)
         if time.monotonic() >= deadline:
             return finish(Verdict.TIMEOUT)
-        i += 1
-        kind, bias = SCHEDULE[(i - 1 + int(variant)) % len(SCHEDULE)]
-        brancher.kind, brancher.layer_bias = kind, bias
-        solver.conf_budget(luby(i) * RESTART_BASE)
-        res = solver.solve_limited(assumptions=[guard])
-        if theory.cex is not None:
-            return finish(Verdict.SAT, theory.cex)
-        if theory.timed_out or time.monotonic() >= deadline:
-            return finish(Verdict.TIMEOUT)
-        if theory.lemmas_in:            # lemmas from other workers: level 0, permanent
-            for c in theory.lemmas_in:
-                solver.add_clause([int(l) for l in c])
-            n_lemmas += len(theory.lemmas_in)
-            theory.lemmas_in = []
-        if theory.lemma_stop and not theory.cancelled:
-            theory.stop = theory.lemma_stop = False
-            if res is False and prop.stop_sent:
-                # stopped only to take the lemmas in: resume under a fresh guard (the old one
-                # is now false for good), without a restart's re-bounding
-                prop.stop_sent = False
-                guard = prop.guard = pool.id(("guard", i))
-                continue
-        if res is False:
-            if prop.stop_sent:          # stopped for a reason other than time: give up
-                return finish(Verdict.UNKNOWN)
-            return finish(Verdict.UNKNOWN if theory.incomplete else Verdict.UNSAT)
-        if res is True:                 # a model the theory accepted: never happens by design
-            return finish(Verdict.UNKNOWN)
-        # budget exhausted: restart with tightened root bounds
-        restarts += 1
-        t = time.monotonic()
-        units, nlp = _restart_tighten(theory, opened, deadline, restarts)
-        n_tighten_lp += nlp
-        t_tighten += time.monotonic() - t
-        if theory.root_infeasible:
-            return finish(Verdict.UNKNOWN if theory.incomplete else Verdict.UNSAT)
-        for lit in units:
+
+        solver = Solver(name="cadical195")
+        solver.add_clause(sel_vars)
+        for lit in cube:
             solver.add_clause([lit])
-        for j, r in enumerate(theory.snaps[0].refuted.tolist()):
+        for lit in _unit_lits(theory, theory.snaps[0].lbd):
+            solver.add_clause([lit])
+        for i, r in enumerate(theory.snaps[0].refuted.tolist()):
             if r:
-                solver.add_clause([-sel_vars[j]])
+                solver.add_clause([-sel_vars[i]])
+        # a reference point for decision polarities: PGD towards the open disjuncts
+        key = (id(spec), case_index, tuple(opened), seed)
+        if key not in _REF_CACHE:  # cubes of one case share it
+            _REF_CACHE.clear()
+            _REF_CACHE[key] = _reference_point(network, case, [case.disjuncts[i] for i in opened],
+                                               seed, deadline)
+        theory.x_ref = _REF_CACHE[key]
+        brancher = Brancher(theory, "babsr")
+        prop = ReluPropagator(theory, brancher, guard)
+        solver.connect_propagator(prop)
+        for v in range(1, pool.top + 1):
+            solver.observe(v)
+
+        i = 0
+        while True:
+            if time.monotonic() >= deadline:
+                return finish(Verdict.TIMEOUT)
+            i += 1
+            kind, bias = SCHEDULE[(i - 1 + int(variant)) % len(SCHEDULE)]
+            brancher.kind, brancher.layer_bias = kind, bias
+            solver.conf_budget(luby(i) * RESTART_BASE)
+            res = solver.solve_limited(assumptions=[guard])
+            if theory.lp_error is not None:   # the background LP failed: no verdict from here
+                raise RuntimeError(theory.lp_error)
+            if theory.cex is not None:
+                return finish(Verdict.SAT, theory.cex)
+            if theory.timed_out or time.monotonic() >= deadline:
+                return finish(Verdict.TIMEOUT)
+            if theory.lemmas_in:            # lemmas from other workers: level 0, permanent
+                for c in theory.lemmas_in:
+                    solver.add_clause([int(l) for l in c])
+                n_lemmas += len(theory.lemmas_in)
+                theory.lemmas_in = []
+            if theory.lemma_stop and not theory.cancelled:
+                theory.stop = theory.lemma_stop = False
+                if res is False and prop.stop_sent:
+                    # stopped only to take the lemmas in: resume under a fresh guard (the old one
+                    # is now false for good), without a restart's re-bounding
+                    prop.stop_sent = False
+                    guard = prop.guard = pool.id(("guard", i))
+                    continue
+            if res is False:
+                if prop.stop_sent:          # stopped for a reason other than time: give up
+                    return finish(Verdict.UNKNOWN)
+                return finish(Verdict.UNKNOWN if theory.incomplete else Verdict.UNSAT)
+            if res is True:                 # a model the theory accepted: never happens by design
+                return finish(Verdict.UNKNOWN)
+            # budget exhausted: restart with tightened root bounds
+            restarts += 1
+            t = time.monotonic()
+            units, nlp = _restart_tighten(theory, opened, deadline, restarts)
+            n_tighten_lp += nlp
+            t_tighten += time.monotonic() - t
+            if theory.root_infeasible:
+                return finish(Verdict.UNKNOWN if theory.incomplete else Verdict.UNSAT)
+            for lit in units:
+                solver.add_clause([lit])
+            for j, r in enumerate(theory.snaps[0].refuted.tolist()):
+                if r:
+                    solver.add_clause([-sel_vars[j]])
+    finally:  # also on an exception: no LP thread outlives the search
+        if theory.async_lp is not None:
+            theory.async_lp.close()
 
 
 def _restart_tighten(theory, opened, deadline, restarts):

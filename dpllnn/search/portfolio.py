@@ -80,8 +80,11 @@ HYBRID_VARIANT = 1
 #: worker would search it -- gets their cores (``_Lender``).  Measured with 2 workers (mnist_fc,
 #: session 6): the nine instances of the 10 slowest that the first phase speeds up took 2.3-6.6 s
 #: with it; 256x4 prop_13_0.05 (155 s with one worker) took 151 s with the variant-1 member
-#: alone on both cores after 10 s, 116.5 s with a variant-0 member.
-HYBRID_CUBE_S = 10.0
+#: alone on both cores after 10 s, 116.5 s with a variant-0 member.  Session 7, with the focus
+#: member's relaxation LPs on a background thread (``asynclp``): 256x4 prop_8_0.03 / prop_14_0.05
+#: / 256x6 prop_7_0.03 took 5.8 / 4.2 / 3.5 s with 10 s, 5.6 / 4.2 / 3.5 s with 4 s, 10.1 / 4.1 /
+#: 3.4 s with 2.5 s; prop_13_0.05 116.4 s with 10 s, 109.9 s with 5 s.
+HYBRID_CUBE_S = 5.0
 
 
 def phase_cubes(packed, case, open_idx, n):

@@ -32,6 +32,7 @@ had stable in that direction changes nothing).
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -39,7 +40,9 @@ import numpy as np
 
 from ..bounds import compute_bounds, objective_bounds, objective_lower_split
 from ..bounds.alpha import rebound_hidden
+from ..bounds.threads import lent_threads
 from ..validate import check_counterexample
+from .asynclp import LPJob
 
 #: share of the search time that PGD from relaxation-LP points may take
 PGD_SHARE = 0.1
@@ -115,6 +118,14 @@ class ReluTheory:
         self.lp = lp
         #: the incremental layered LP (cells and triangle relaxations); built after the root
         self.llp = None
+        #: held around every use of ``llp`` (the background LP thread shares it)
+        self.llp_lock = threading.Lock()
+        #: relaxation LPs on a background thread when a core is spare (AsyncRelaxationLP), or None
+        self.async_lp = None
+        self.t_lp_async = 0.0
+        self.n_lp_jobs = 0
+        #: the background LP thread's error text, or None (the driver raises it)
+        self.lp_error = None
         self.candidates: list[np.ndarray] = []
         self.x_ref = None            # reference point for decision polarities
         self.snaps: list[Snapshot] = []
@@ -325,6 +336,10 @@ class ReluTheory:
             return []
         if self.poll is not None and self._polled():
             return []
+        if self.async_lp is not None:
+            self._collect_lp()
+            if self.cex is not None:
+                return []
         ph = self.phase
         snaps = self.snaps
         # the top snapshot whose phases are contained in the current assignment
@@ -375,28 +390,39 @@ class ReluTheory:
         return self._consequences(base)
 
     def _relaxation_lp(self, snap):
-        """Refute open disjuncts with the triangle-relaxation LP when few neurons are unstable."""
+        """Refute open disjuncts with the triangle-relaxation LP when few neurons are unstable.
+
+        With a spare core (``lent_threads() >= 2``) and ``async_lp`` set, the LP runs on its
+        background thread (``dpllnn.search.asynclp``) and its refutations come back as clauses
+        (:meth:`_collect_lp`); a node whose LP would wait for the thread gets none."""
         lbd = snap.lbd
         n_free_unst = int(np.count_nonzero((self.phase == 0) & (lbd.lb < 0.0) & (lbd.ub > 0.0)))
         if n_free_unst > self.lp_unstable:
             return
+        if self.async_lp is not None and self.llp is not None and lent_threads() >= 2:
+            if self.async_lp.busy():
+                return
+            snap.lp_done = True
+            todo = self._lp_todo(snap)
+            if todo:
+                job = LPJob(self.phase.copy(), lbd.lb.copy(), lbd.ub.copy(),
+                            [(i, (self.rows[i], self.rows[i + 1])) for i in todo],
+                            self.lp_time_limit_s, self.deadline, self.lp_stop_first)
+                job.neg = self._neg_assigned()
+                self.async_lp.submit(job)
+                self.n_lp_jobs += 1
+            return
         snap.lp_done = True
-        todo = [i for i in range(len(self.disj)) if not snap.refuted[i] and self.sel_val[i] != -1]
-        if self.llp is not None:
-            # selected disjuncts first (a refutation is a conflict), then the hardest by the
-            # objective bound; the node stays open as soon as one disjunct survives the LP
-            lo = snap.obj_lower
-            todo.sort(key=lambda i: (-int(self.sel_val[i]),
-                                     float(np.max(lo[self.rows[i]:self.rows[i + 1]]))))
-        for i in todo:
+        for i in self._lp_todo(snap):
             if time.monotonic() >= self.deadline:
                 return
             t = time.monotonic()
             limit = min(self.lp_time_limit_s, self.deadline - time.monotonic())
             if self.llp is not None:
-                self.llp.set_time_limit(limit)
-                st, xr = self.llp.solve(self.phase, lbd.lb, lbd.ub, (self.rows[i], self.rows[i + 1]),
-                                        mode="refute")
+                with self.llp_lock:
+                    self.llp.set_time_limit(limit)
+                    st, xr = self.llp.solve(self.phase, lbd.lb, lbd.ub,
+                                            (self.rows[i], self.rows[i + 1]), mode="refute")
                 ok = st == "infeasible"
                 if not ok and xr is not None and self.lp_attack:
                     self.t_lp += time.monotonic() - t
@@ -410,18 +436,58 @@ class ReluTheory:
                                            self.ub, dj.C, dj.d, time_limit_s=limit)
             dt = time.monotonic() - t
             self.t_lp += dt
-            if not ok and dt >= 0.9 * limit:        # too slow here: stop trying after a few
-                self.lp_slow += 1
-                if self.lp_slow >= 3:       # first fall back to small nodes, then give up
-                    self.lp_slow = 0
-                    self.lp_unstable = 12 if self.lp_unstable > 12 else -1
-                    return
             self.n_lp += 1
+            if not ok and self._lp_too_slow(dt, limit):
+                return
             if ok:
                 snap.refuted[i] = True
                 self.n_lp_refuted += 1
             elif self.llp is not None and self.lp_stop_first:
                 return
+
+    def _lp_todo(self, snap):
+        """Disjuncts to try at ``snap``: open and not deselected; with the layered LP the
+        selected ones first (a refutation is a conflict), then the hardest by the objective
+        bound (the node stays open as soon as one disjunct survives the LP)."""
+        todo = [i for i in range(len(self.disj)) if not snap.refuted[i] and self.sel_val[i] != -1]
+        if self.llp is not None:
+            lo = snap.obj_lower
+            todo.sort(key=lambda i: (-int(self.sel_val[i]),
+                                     float(np.max(lo[self.rows[i]:self.rows[i + 1]]))))
+        return todo
+
+    def _lp_too_slow(self, dt, limit):
+        """Count an LP that ran out of time; after three, narrow the LP to small nodes (at most
+        12 free unstable neurons), then switch it off.  True when the LP was narrowed."""
+        if dt < 0.9 * limit:
+            return False
+        self.lp_slow += 1
+        if self.lp_slow >= 3:
+            self.lp_slow = 0
+            self.lp_unstable = 12 if self.lp_unstable > 12 else -1
+            return True
+        return False
+
+    def _collect_lp(self):
+        """Take the background LP's finished jobs: each refutation becomes the clause
+        ``-sel`` or not all of the job's phases (pending, for the solver); each LP optimum a
+        candidate (``_attack_from``).  When the thread failed: ``lp_error`` set and the solver
+        stopped (the driver raises; an exception inside a solver callback would not reach it)."""
+        for job in self.async_lp.finished():
+            if job.error is not None:
+                self.lp_error = f"relaxation LP thread: {job.error}"
+                self.incomplete = self.stop = True
+                return
+            for i, st, x, dt in job.out:
+                self.t_lp_async += dt
+                self.n_lp += 1
+                if st == "infeasible":
+                    self.n_lp_refuted += 1
+                    self.pending.append([-self.sel_vars[i]] + job.neg)
+                    continue
+                self._lp_too_slow(dt, job.limit_s)
+                if x is not None and self.lp_attack and self.cex is None:
+                    self._attack_from(x, self.disj[i])
 
     def _conflict_neuron(self, c):
         """Neuron ``c`` has a phase its layer's bounds (from earlier layers) exclude."""
@@ -491,8 +557,9 @@ class ReluTheory:
             t = time.monotonic()
             LU = self._bounds_for(ph) if self.llp is not None else None
             if LU is not None:
-                self.llp.set_time_limit(max(self.deadline - time.monotonic(), 0.01))
-                st, x = self.llp.solve(ph, LU[0], LU[1], (self.rows[i], self.rows[i + 1]))
+                with self.llp_lock:         # the background LP thread shares llp
+                    self.llp.set_time_limit(max(self.deadline - time.monotonic(), 0.01))
+                    st, x = self.llp.solve(ph, LU[0], LU[1], (self.rows[i], self.rows[i + 1]))
             else:
                 st, x = self.lp.solve(self.lb, self.ub, ph, dj.C, dj.d)
             self.t_lp += time.monotonic() - t

@@ -1,0 +1,143 @@
+"""Relaxation LPs on a background thread (dpllnn.search.asynclp) inside the CDCL search.
+
+The search takes the asynchronous path when its process has kernel threads to spare
+(``set_kernel_threads(2)``, as the parallel search's lender does); verdicts must still match the
+exhaustive oracle, the thread's answers must equal the synchronous LP's, and a failing thread
+must end in an exception, never a verdict.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dpllnn.bounds import compute_bounds, pack
+from dpllnn.bounds.threads import kernel_threads, lent_threads, set_kernel_threads
+from dpllnn.lp.highs import LayeredLP
+from dpllnn.result import Verdict
+from dpllnn.search.asynclp import AsyncRelaxationLP, LPJob
+from dpllnn.search.cdcl import search_case
+from dpllnn.validate import check_counterexample
+from naive import exhaustive_margin, random_network, random_spec
+
+MARGIN = 1e-6
+
+
+@pytest.fixture
+def two_threads():
+    set_kernel_threads(2)
+    yield
+    set_kernel_threads(1)
+
+
+def _problem(seed):
+    # the problems of test_cdcl.test_search_case_direct_every_disjunct_open (small enough for
+    # the exhaustive oracle)
+    rng = np.random.default_rng(1000 + seed)
+    hidden = [(4, 4), (3, 3, 2), (6, 4), (5,)][seed % 4]
+    net = random_network(rng, n_in=int(rng.integers(2, 7)), hidden=hidden, n_out=3)
+    spec = random_spec(rng, net, n_cases=1, n_disjuncts=int(rng.integers(1, 4)))
+    return net, spec
+
+
+def test_search_with_background_lp_matches_exhaustive(two_threads):
+    assert lent_threads() == 2
+    jobs = decided = n_unsat = 0
+    for seed in range(30):
+        net, spec = _problem(seed)
+        case = spec.cases[0]
+        stats = {}
+        v, cex = search_case(net, spec, 0, list(range(len(case.disjuncts))), packed=pack(net),
+                             deadline=time.monotonic() + 30, seed=seed, stats=stats, root=None)
+        jobs += stats["lp_async_jobs"]
+        assert kernel_threads() == 2, "the core reserved for the LP thread was not given back"
+        margins = [exhaustive_margin(net, case, dj) for dj in case.disjuncts]
+        if min(abs(m) for m in margins) <= MARGIN:
+            continue
+        if v is Verdict.SAT:
+            assert check_counterexample(net, spec, cex.x, use_onnxruntime=False) is not None
+            assert min(margins) <= 0
+        else:
+            assert v is Verdict.UNSAT, (seed, v, margins, stats)
+            assert min(margins) > 0
+            n_unsat += 1
+        decided += 1
+    assert decided >= 20 and n_unsat >= 5, (decided, n_unsat)
+    assert jobs > 0, "no relaxation LP ran on the background thread"
+    assert not [t for t in threading.enumerate() if t.name == "relaxation-lp"]
+
+
+def _layered(seed):
+    net, spec = _problem(seed)
+    case = spec.cases[0]
+    packed = pack(net)
+    C, d, rows = case.stack(list(range(len(case.disjuncts))))
+    lbd = compute_bounds(packed, case.lb, case.ub, None, "crown")
+    llp = LayeredLP(net, C, d, case.lb, case.ub, lbd.lb, lbd.ub)
+    return net, packed, case, rows, llp, lbd
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_background_answers_equal_synchronous(seed, two_threads):
+    net, packed, case, rows, llp, lbd = _layered(seed)
+    rng = np.random.default_rng(seed)
+    lock = threading.Lock()
+    alp = AsyncRelaxationLP(llp, lock)
+    try:
+        for _ in range(4):
+            # a random partial phase assignment over the unstable neurons, with its own bounds
+            ph = np.zeros(packed.n_relus, dtype=np.int8)
+            unst = np.flatnonzero((lbd.lb < 0) & (lbd.ub > 0))
+            pick = unst[rng.random(unst.size) < 0.5]
+            ph[pick] = rng.choice([-1, 1], size=pick.size).astype(np.int8)
+            b = compute_bounds(packed, case.lb, case.ub, ph, "crown")
+            if b.infeasible:
+                continue
+            todo = [(i, (rows[i], rows[i + 1])) for i in range(len(case.disjuncts))]
+            sync = []
+            for i, rr in todo:
+                llp.set_time_limit(10.0)
+                sync.append(llp.solve(ph, b.lb, b.ub, rr, mode="refute")[0])
+            job = LPJob(ph.copy(), b.lb.copy(), b.ub.copy(), todo, 10.0,
+                        time.monotonic() + 60, stop_first=False)
+            assert alp.submit(job)
+            assert alp.busy() and kernel_threads() == 1     # one core left to the kernels
+            assert not alp.submit(job)                       # one job at a time
+            t = time.monotonic()
+            got = []
+            while not got and time.monotonic() - t < 30:
+                got = alp.finished()
+                time.sleep(0.005)
+            assert got == [job] and job.error is None
+            assert [st for _, st, _, _ in job.out] == sync
+            assert kernel_threads() == 2
+    finally:
+        alp.close()
+    assert kernel_threads() == 2
+
+
+def test_failing_thread_raises_instead_of_a_verdict(two_threads, monkeypatch):
+    """An exception on the LP thread stops the search with RuntimeError (the parallel search
+    turns a task's exception into ``unknown``), never into unsat."""
+    def boom(self, *a, **k):
+        if threading.current_thread().name == "relaxation-lp":
+            raise ValueError("injected LP failure")
+        return orig(self, *a, **k)
+    orig = LayeredLP.solve
+    monkeypatch.setattr(LayeredLP, "solve", boom)
+    raised = 0
+    for seed in range(12):
+        net, spec = _problem(seed)
+        case = spec.cases[0]
+        stats = {}
+        try:
+            search_case(net, spec, 0, list(range(len(case.disjuncts))), packed=pack(net),
+                        deadline=time.monotonic() + 30, seed=seed, stats=stats, root=None)
+        except RuntimeError as e:
+            assert "injected LP failure" in str(e)
+            raised += 1
+    assert raised > 0
+    assert kernel_threads() == 2
+    assert not [t for t in threading.enumerate() if t.name == "relaxation-lp"]
