@@ -107,7 +107,9 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     deadline : float -- ``time.monotonic()`` limit
     seed : int
     stats : dict -- gets ``nodes``, ``conflicts``, ``learned``, ``implied``, ``restarts``,
-        ``lp_calls``, ``time_bounds_s``, ``time_lp_s``, ``time_sat_s``
+        ``lp_calls``, ``time_bounds_s``, ``time_lp_s``, ``time_sat_s``; ``lp_async_jobs`` and
+        ``time_lp_async_s`` count the relaxation LPs run on the background thread (``asynclp``:
+        with a lent core), whose time is not on the search's path
     root : LayerBounds or None -- CROWN root bounds of the case
     cube : sequence of int, optional -- phase literals (``+(j+1)`` active, ``-(j+1)`` inactive
         for flat neuron ``j``) fixed for this call: only the part of the case with these phases is
@@ -125,6 +127,10 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     Returns
     -------
     (Verdict, Counterexample or None)
+
+    Raises
+    ------
+    RuntimeError -- the background relaxation-LP thread failed (never turned into a verdict)
     """
     from pysat.formula import IDPool
     from pysat.solvers import Solver
