@@ -17,7 +17,8 @@ assignment).  So the LP's verdicts stay sound when they arrive late: only their 
 One job at a time: a node whose LP would have to wait is not queued (by the time the thread is
 free the search is elsewhere).  The thread shares the ``LayeredLP`` with the theory's own
 (synchronous) calls through ``lock``.  An exception in the thread is handed back with the
-results and raised by the theory, never turned into a verdict.
+job (``LPJob.error``); the theory then stops the solver and the driver raises it
+(``cdcl.search_case``), so it never turns into a verdict.
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ class LPJob:
     ``phase`` (int8, n_relus), ``lb``/``ub`` (float64, n_relus): the node's phases and sound
     pre-activation bounds; ``todo``: ``(disjunct index, (r0, r1) stacked rows)`` in the order to
     try; ``limit_s``: HiGHS time limit per LP (s); ``deadline``: ``time.monotonic()`` limit;
-    ``stop_first``: stop at the first disjunct the LP
-    does not refute.  Filled by the thread: ``out`` -- ``(disjunct index, status, x or None,
-    seconds)`` per LP run; ``error`` -- the exception text, or None."""
+    ``stop_first``: stop at the first disjunct the LP does not refute; ``neg``: the node's
+    negated assigned phase literals (a refutation's clause body).  Filled by the thread:
+    ``out`` -- ``(disjunct index, status, x or None, seconds)`` per LP run; ``error`` -- the
+    exception text, or None."""
 
     phase: np.ndarray
     lb: np.ndarray
@@ -48,7 +50,6 @@ class LPJob:
     limit_s: float
     deadline: float
     stop_first: bool = True
-    #: the clause body of a refutation: the node's negated assigned phase literals
     neg: list = field(default_factory=list)
     out: list = field(default_factory=list)
     error: str | None = None
