@@ -111,7 +111,7 @@ def test_background_answers_equal_synchronous(seed, two_threads):
                 got = alp.finished()
                 time.sleep(0.005)
             assert got == [job] and job.error is None
-            assert [st for _, st, _, _ in job.out] == sync
+            assert [o[1] for o in job.out] == sync
             assert kernel_threads() == 2
     finally:
         alp.close()

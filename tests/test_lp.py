@@ -186,3 +186,26 @@ def test_layered_lp_relaxation_is_sound():
                     n_ref += 1
                     assert not reach
     assert n_ref > 0
+
+
+def test_layered_lp_iteration_limit_is_reported_and_per_call():
+    """``max_iterations`` stops a run with ``"unknown"`` and ``limited`` set (the CDCL theory's
+    deterministic LP gate); the next call without it solves to the end and clears the flag."""
+    from dpllnn.lp.highs import LayeredLP
+
+    rng = np.random.default_rng(11)
+    net = random_network(rng, 6, (24, 24), 3)
+    spec = random_spec(rng, net, n_cases=1, n_disjuncts=1)
+    case = spec.cases[0]
+    C, d = case.disjuncts[0].C, case.disjuncts[0].d
+    root = _root_bounds(net, case.lb, case.ub)
+    assert not root.infeasible
+    ph = np.zeros(net.n_relus, dtype=np.int8)
+    full = LayeredLP(net, C, d, case.lb, case.ub, root.lb, root.ub)
+    s_full, _ = full.solve(ph, root.lb, root.ub, (0, C.shape[0]), mode="refute")
+    assert not full.limited and s_full in ("infeasible", "unknown")
+    lp = LayeredLP(net, C, d, case.lb, case.ub, root.lb, root.ub)
+    s, _ = lp.solve(ph, root.lb, root.ub, (0, C.shape[0]), mode="refute", max_iterations=1)
+    assert s == "unknown" and lp.limited
+    s2, _ = lp.solve(ph, root.lb, root.ub, (0, C.shape[0]), mode="refute")
+    assert not lp.limited and s2 == s_full

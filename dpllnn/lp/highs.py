@@ -18,6 +18,8 @@ from ..network import Network
 __all__ = ["CellLP", "LayeredLP", "lp_minimize", "compose_cell"]
 
 _INF = np.inf
+#: HiGHS's "no limit" for integer options (kHighsIInf)
+_IMAX = 2 ** 31 - 1
 
 
 _BANNER_SILENCED = False
@@ -467,6 +469,11 @@ class LayeredLP:
         self._all_rows = np.arange(row, dtype=np.int32)
         self.n_solves = 0
         self.last_t = float("nan")
+        #: the last ``solve`` stopped a HiGHS run at its iteration or time limit
+        self.limited = False
+        self._iterations = _IMAX
+        M = highspy.HighsModelStatus
+        self._limit_st = (M.kIterationLimit, M.kTimeLimit)
 
     def set_time_limit(self, s):
         """Limit the next calls to ``s`` seconds each (None: no limit).
@@ -535,13 +542,16 @@ class LayeredLP:
         h.changeRowsBounds(self.nrow, self._all_rows, rlo, rhi)
         self.n_solves += 1
         h.setOptionValue("time_limit", _INF if self._limit is None else h.getRunTime() + self._limit)
+        h.setOptionValue("simplex_iteration_limit", self._iterations)
         h.run()
         st = _status_name(h)
+        if h.getModelStatus() in self._limit_st:
+            self.limited = True
         if st == "unbounded_or_infeasible":
             st = "unknown"
         return st
 
-    def solve(self, phase, L, U, row_range, mode="cell"):
+    def solve(self, phase, L, U, row_range, mode="cell", max_iterations=None):
         """Query the disjunct made of the stacked rows ``row_range = (r0, r1)``.
 
         Parameters
@@ -552,6 +562,10 @@ class LayeredLP:
         mode : ``"cell"`` or ``"refute"``.  Both first solve the loosened LP with ``t <= 0``
             (infeasible: certified); ``"cell"`` then minimises ``t`` on the plain LP for a
             candidate, ``"refute"`` stops there.
+        max_iterations : int or None -- simplex iterations per HiGHS run (None: no limit); a
+            run stopped by it (or by the time limit) answers ``"unknown"`` and sets
+            ``self.limited``.  An iteration limit is deterministic where a time limit is not
+            (the CDCL theory's relaxation LPs use it).
 
         Returns
         -------
@@ -561,6 +575,8 @@ class LayeredLP:
         input part of the loosened relaxation's optimum -- or None).
         """
         r0, r1 = row_range
+        self.limited = False
+        self._iterations = _IMAX if max_iterations is None else int(max_iterations)
         rows_lo = np.full(self.m, -_INF)
         rows_hi = np.full(self.m, _INF)
         rows_hi[r0:r1] = self.out_rhs[r0:r1]

@@ -38,9 +38,10 @@ class LPJob:
     ``phase`` (int8, n_relus), ``lb``/``ub`` (float64, n_relus): the node's phases and sound
     pre-activation bounds; ``todo``: ``(disjunct index, (r0, r1) stacked rows)`` in the order to
     try; ``limit_s``: HiGHS time limit per LP (s); ``deadline``: ``time.monotonic()`` limit;
-    ``stop_first``: stop at the first disjunct the LP does not refute; ``neg``: the node's
+    ``stop_first``: stop at the first disjunct the LP does not refute; ``max_iterations``:
+    simplex iterations per LP (None: no limit); ``neg``: the node's
     negated assigned phase literals (a refutation's clause body).  Filled by the thread:
-    ``out`` -- ``(disjunct index, status, x or None, seconds)`` per LP run; ``error`` -- the
+    ``out`` -- ``(disjunct index, status, x or None, seconds, stopped by a limit)`` per LP run; ``error`` -- the
     exception text, or None."""
 
     phase: np.ndarray
@@ -50,6 +51,7 @@ class LPJob:
     limit_s: float
     deadline: float
     stop_first: bool = True
+    max_iterations: int | None = None
     neg: list = field(default_factory=list)
     out: list = field(default_factory=list)
     error: str | None = None
@@ -134,7 +136,9 @@ class AsyncRelaxationLP:
             t = time.monotonic()
             with self.lock:
                 self.llp.set_time_limit(limit)
-                st, x = self.llp.solve(job.phase, job.lb, job.ub, rows, mode="refute")
-            job.out.append((i, st, x, time.monotonic() - t))
+                st, x = self.llp.solve(job.phase, job.lb, job.ub, rows, mode="refute",
+                                       max_iterations=job.max_iterations)
+                limited = self.llp.limited
+            job.out.append((i, st, x, time.monotonic() - t, limited))
             if st != "infeasible" and job.stop_first:
                 return

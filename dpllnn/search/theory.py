@@ -46,6 +46,13 @@ from .asynclp import LPJob
 
 #: share of the search time that PGD from relaxation-LP points may take
 PGD_SHARE = 0.1
+#: simplex iterations per relaxation LP.  Until session 7 a 1.5 s time limit stopped slow LPs
+#: and three such stops narrowed the LP gate, so the search depended on the machine's speed and
+#: load (mnist 256x4 prop_14_0.05, one worker: 28-42 s over four runs).  Measured on mnist
+#: 256x4 prop_13_0.05: 4,600-8,500 iterations per second, so 7,500 is about that 1.5 s.
+LP_ITERATIONS = 7500
+#: seconds per relaxation LP: a backstop above LP_ITERATIONS (a stop by it counts as slow too)
+LP_TIME_LIMIT_S = 4.0
 
 
 #: seconds between two polls of the parallel search for lemmas (``ReluTheory.poll``)
@@ -145,7 +152,10 @@ class ReluTheory:
         self.n_lp_refuted = 0
         #: run the relaxation LP at nodes with at most this many free unstable neurons (-1: never)
         self.lp_unstable = lp_unstable
-        self.lp_time_limit_s = 1.5
+        #: relaxation LP limits: simplex iterations per LP (deterministic: this, not the clock,
+        #: decides when an LP is too slow and the LP gate narrows), and a time limit as a backstop
+        self.lp_iterations = LP_ITERATIONS
+        self.lp_time_limit_s = LP_TIME_LIMIT_S
         #: replay relaxation optima (and PGD from them within PGD_SHARE of the time)
         self.lp_attack = True
         self.t_attack = 0.0
@@ -407,7 +417,8 @@ class ReluTheory:
             if todo:
                 job = LPJob(self.phase.copy(), lbd.lb.copy(), lbd.ub.copy(),
                             [(i, (self.rows[i], self.rows[i + 1])) for i in todo],
-                            self.lp_time_limit_s, self.deadline, self.lp_stop_first)
+                            self.lp_time_limit_s, self.deadline, self.lp_stop_first,
+                            max_iterations=self.lp_iterations)
                 job.neg = self._neg_assigned()
                 self.async_lp.submit(job)
                 self.n_lp_jobs += 1
@@ -422,7 +433,9 @@ class ReluTheory:
                 with self.llp_lock:
                     self.llp.set_time_limit(limit)
                     st, xr = self.llp.solve(self.phase, lbd.lb, lbd.ub,
-                                            (self.rows[i], self.rows[i + 1]), mode="refute")
+                                            (self.rows[i], self.rows[i + 1]), mode="refute",
+                                            max_iterations=self.lp_iterations)
+                    limited = self.llp.limited
                 ok = st == "infeasible"
                 if not ok and xr is not None and self.lp_attack:
                     self.t_lp += time.monotonic() - t
@@ -437,7 +450,9 @@ class ReluTheory:
             dt = time.monotonic() - t
             self.t_lp += dt
             self.n_lp += 1
-            if not ok and self._lp_too_slow(dt, limit):
+            if self.llp is None:
+                limited = dt >= 0.9 * limit
+            if not ok and self._lp_too_slow(limited):
                 return
             if ok:
                 snap.refuted[i] = True
@@ -456,10 +471,11 @@ class ReluTheory:
                                      float(np.max(lo[self.rows[i]:self.rows[i + 1]]))))
         return todo
 
-    def _lp_too_slow(self, dt, limit):
-        """Count an LP that ran out of time; after three, narrow the LP to small nodes (at most
-        12 free unstable neurons), then switch it off.  True when the LP was narrowed."""
-        if dt < 0.9 * limit:
+    def _lp_too_slow(self, limited):
+        """Count an LP stopped by its limit (``limited``: ``lp_iterations`` simplex iterations,
+        or the time limit); after three, narrow the LP to small nodes (at most 12 free unstable
+        neurons), then switch it off.  True when the LP was narrowed."""
+        if not limited:
             return False
         self.lp_slow += 1
         if self.lp_slow >= 3:
@@ -478,14 +494,14 @@ class ReluTheory:
                 self.lp_error = f"relaxation LP thread: {job.error}"
                 self.incomplete = self.stop = True
                 return
-            for i, st, x, dt in job.out:
+            for i, st, x, dt, limited in job.out:
                 self.t_lp_async += dt
                 self.n_lp += 1
                 if st == "infeasible":
                     self.n_lp_refuted += 1
                     self.pending.append([-self.sel_vars[i]] + job.neg)
                     continue
-                self._lp_too_slow(dt, job.limit_s)
+                self._lp_too_slow(limited)
                 if x is not None and self.lp_attack and self.cex is None:
                     self._attack_from(x, self.disj[i])
 
