@@ -282,3 +282,13 @@ def random_spec(rng, network, n_cases=1, n_disjuncts=2, max_rows=2):
             disjs.append(Disjunct(C, d))
         cases.append(Case(lb, ub, disjs))
     return Spec(cases, n, network.n_outputs)
+
+
+def one_case_problem(seed):
+    """A seeded one-case problem small enough for the exhaustive oracle (1-3 disjuncts, 2-6
+    inputs, at most 10 hidden neurons): ``(network, spec)``."""
+    rng = np.random.default_rng(1000 + seed)
+    hidden = [(4, 4), (3, 3, 2), (6, 4), (5,)][seed % 4]
+    net = random_network(rng, n_in=int(rng.integers(2, 7)), hidden=hidden, n_out=3)
+    spec = random_spec(rng, net, n_cases=1, n_disjuncts=int(rng.integers(1, 4)))
+    return net, spec

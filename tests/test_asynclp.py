@@ -20,7 +20,7 @@ from dpllnn.result import Verdict
 from dpllnn.search.asynclp import AsyncRelaxationLP, LPJob
 from dpllnn.search.cdcl import search_case
 from dpllnn.validate import check_counterexample
-from naive import exhaustive_margin, random_network, random_spec
+from naive import exhaustive_margin, one_case_problem
 
 MARGIN = 1e-6
 
@@ -32,21 +32,11 @@ def two_threads():
     set_kernel_threads(1)
 
 
-def _problem(seed):
-    # the problems of test_cdcl.test_search_case_direct_every_disjunct_open (small enough for
-    # the exhaustive oracle)
-    rng = np.random.default_rng(1000 + seed)
-    hidden = [(4, 4), (3, 3, 2), (6, 4), (5,)][seed % 4]
-    net = random_network(rng, n_in=int(rng.integers(2, 7)), hidden=hidden, n_out=3)
-    spec = random_spec(rng, net, n_cases=1, n_disjuncts=int(rng.integers(1, 4)))
-    return net, spec
-
-
 def test_search_with_background_lp_matches_exhaustive(two_threads):
     assert lent_threads() == 2
     jobs = decided = n_unsat = 0
     for seed in range(30):
-        net, spec = _problem(seed)
+        net, spec = one_case_problem(seed)
         case = spec.cases[0]
         stats = {}
         v, cex = search_case(net, spec, 0, list(range(len(case.disjuncts))), packed=pack(net),
@@ -70,7 +60,7 @@ def test_search_with_background_lp_matches_exhaustive(two_threads):
 
 
 def _layered(seed):
-    net, spec = _problem(seed)
+    net, spec = one_case_problem(seed)
     case = spec.cases[0]
     packed = pack(net)
     C, d, rows = case.stack(list(range(len(case.disjuncts))))
@@ -129,7 +119,7 @@ def test_failing_thread_raises_instead_of_a_verdict(two_threads, monkeypatch):
     monkeypatch.setattr(LayeredLP, "solve", boom)
     raised = 0
     for seed in range(12):
-        net, spec = _problem(seed)
+        net, spec = one_case_problem(seed)
         case = spec.cases[0]
         stats = {}
         try:

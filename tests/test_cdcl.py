@@ -19,7 +19,8 @@ from dpllnn.bounds import pack
 from dpllnn.result import Verdict
 from dpllnn.search.cdcl import luby, search_case
 from dpllnn.validate import check_counterexample
-from naive import exhaustive_decide, exhaustive_margin, random_network, random_spec, spec_margins
+from naive import (exhaustive_decide, exhaustive_margin, one_case_problem, random_network,
+                   random_spec, spec_margins)
 
 from conftest import read_instances, refdata_root
 
@@ -79,10 +80,7 @@ def test_hypothesis_examples_reached_the_search():
 @pytest.mark.parametrize("seed", range(24))
 def test_search_case_direct_every_disjunct_open(seed):
     """No falsification and no root refutation: the search alone decides each case."""
-    rng = np.random.default_rng(1000 + seed)
-    hidden = [(4, 4), (3, 3, 2), (6, 4), (5,)][seed % 4]
-    net = random_network(rng, n_in=int(rng.integers(2, 7)), hidden=hidden, n_out=3)
-    spec = random_spec(rng, net, n_cases=1, n_disjuncts=int(rng.integers(1, 4)))
+    net, spec = one_case_problem(seed)
     packed = pack(net)
     case = spec.cases[0]
     stats = {}

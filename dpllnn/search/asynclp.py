@@ -57,6 +57,16 @@ class LPJob:
     error: str | None = None
 
 
+def refute_lp(llp, lock, phase, lb, ub, rows, limit_s, max_iterations):
+    """One relaxation LP on ``llp`` under ``lock`` (``LayeredLP.solve`` in ``"refute"`` mode with
+    a ``limit_s`` seconds time limit); returns ``(status, x or None, stopped by a limit)``.
+    Used by the background thread and by the theory's inline path alike."""
+    with lock:
+        llp.set_time_limit(limit_s)
+        st, x = llp.solve(phase, lb, ub, rows, mode="refute", max_iterations=max_iterations)
+        return st, x, llp.limited
+
+
 class AsyncRelaxationLP:
     """A background thread that runs :class:`LPJob` s on ``llp`` (a ``LayeredLP``).
 
@@ -134,11 +144,8 @@ class AsyncRelaxationLP:
             if limit <= 0.0 or self._closed:
                 return
             t = time.monotonic()
-            with self.lock:
-                self.llp.set_time_limit(limit)
-                st, x = self.llp.solve(job.phase, job.lb, job.ub, rows, mode="refute",
-                                       max_iterations=job.max_iterations)
-                limited = self.llp.limited
+            st, x, limited = refute_lp(self.llp, self.lock, job.phase, job.lb, job.ub, rows,
+                                       limit, job.max_iterations)
             job.out.append((i, st, x, time.monotonic() - t, limited))
             if st != "infeasible" and job.stop_first:
                 return

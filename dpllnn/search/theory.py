@@ -42,7 +42,7 @@ from ..bounds import compute_bounds, objective_bounds, objective_lower_split
 from ..bounds.alpha import rebound_hidden
 from ..bounds.threads import lent_threads
 from ..validate import check_counterexample
-from .asynclp import LPJob
+from .asynclp import LPJob, refute_lp
 
 #: share of the search time that PGD from relaxation-LP points may take
 PGD_SHARE = 0.1
@@ -430,12 +430,9 @@ class ReluTheory:
             t = time.monotonic()
             limit = min(self.lp_time_limit_s, self.deadline - time.monotonic())
             if self.llp is not None:
-                with self.llp_lock:
-                    self.llp.set_time_limit(limit)
-                    st, xr = self.llp.solve(self.phase, lbd.lb, lbd.ub,
-                                            (self.rows[i], self.rows[i + 1]), mode="refute",
-                                            max_iterations=self.lp_iterations)
-                    limited = self.llp.limited
+                st, xr, limited = refute_lp(self.llp, self.llp_lock, self.phase, lbd.lb, lbd.ub,
+                                            (self.rows[i], self.rows[i + 1]), limit,
+                                            self.lp_iterations)
                 ok = st == "infeasible"
                 if not ok and xr is not None and self.lp_attack:
                     self.t_lp += time.monotonic() - t
