@@ -4,6 +4,8 @@ batched, and the benchmark networks.  ``DPLLNN_BOUNDS_EXAMPLES`` scales the hypo
 from __future__ import annotations
 
 import os
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -538,3 +540,45 @@ def test_kernel_threads_change_no_bound():
     for r in results:
         for lo_, hi_ in ((r[0], r[1]), (r[4], r[5]), (r[7], r[8])):
             assert np.all(zz >= lo_[:P.n_relus]) and np.all(zz <= hi_[:P.n_relus])
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64"),
+                    reason="the tbb wheel (a dependency) is installed on Linux x86_64 only")
+def test_tbb_threading_layer_in_forked_worker():
+    """The bound kernels run on numba's TBB layer (dpllnn.bounds.threads preloads the ``tbb``
+    wheel's runtime; workqueue's launches are ~35x slower), and a worker forked after the parent
+    started the layer still runs the row-parallel kernels, with the serial results."""
+    import multiprocessing as mp
+
+    import numba
+
+    from dpllnn.bounds.threads import TBB_PATH, set_kernel_threads
+    from naive import random_network
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        pytest.skip("NUMBA_THREADING_LAYER is set explicitly")
+    assert TBB_PATH is not None and os.path.exists(TBB_PATH)
+    rng = np.random.default_rng(5)
+    net = random_network(rng, 6, (48, 48, 48), 10)
+    P = pack(net)
+    lb, ub = -np.ones(6), np.ones(6)
+    serial = compute_bounds(P, lb, ub, None, "crown")
+    try:
+        set_kernel_threads(2)
+        compute_bounds(P, lb, ub, None, "crown")   # the parent starts the layer
+        assert numba.threading_layer() == "tbb"
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+
+        def child():
+            b = compute_bounds(P, lb, ub, None, "crown")
+            q.put((b.z_lb, b.z_ub))
+
+        proc = ctx.Process(target=child)
+        proc.start()
+        got = q.get(timeout=120)
+        proc.join(30)
+        assert proc.exitcode == 0
+    finally:
+        set_kernel_threads(1)
+    np.testing.assert_allclose(got[0], serial.z_lb, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[1], serial.z_ub, rtol=1e-12, atol=1e-12)

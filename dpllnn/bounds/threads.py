@@ -9,14 +9,55 @@ same code either way (up to BLAS's summation order), so the bounds are sound at 
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+from importlib import metadata
+
 import numba
 
-# Numba starts its threading layer when it first compiles a kernel with ``prange`` (also when
-# only the serial branch ever runs), that is in the parent of the forked workers.  GNU OpenMP,
-# numba's choice where libgomp is present, is not fork-safe; its "workqueue" layer is, and two
-# row blocks need no more.  An explicit NUMBA_THREADING_LAYER wins.
+#: file name of the TBB runtime numba's ``tbb`` layer links against (TBB >= 2021.6)
+_LIBTBB = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}
+
+
+def _preload_tbb() -> str | None:
+    """Load the TBB runtime of the ``tbb`` wheel (a dependency) into this process, globally.
+
+    The wheel puts the library in ``<prefix>/lib``, where numba's ``tbbpool`` extension does
+    not look (it has no rpath there); once loaded, the dynamic linker resolves ``tbbpool``'s
+    dependency to it.  Returns the path loaded, or None (no wheel, or the library does not
+    load): numba then falls back to its ``workqueue`` layer, which is slower (below), never
+    less sound.
+    """
+    name = _LIBTBB.get(sys.platform)
+    if name is None:
+        return None
+    try:
+        files = metadata.files("tbb") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name == name:
+            path = os.path.realpath(f.locate())
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                return None
+            return path
+    return None
+
+
+# Numba starts its threading layer when it first runs a kernel with ``prange``, possibly in the
+# parent of the forked workers, so the layer must be fork-safe.  GNU OpenMP, numba's choice
+# where libgomp is present, is not.  "forksafe" takes TBB when it loads, else "workqueue".
+# The layer matters: launching a parallel region costs about 2 us with TBB and 70-90 us with
+# workqueue on this project's 2-core machine, and a node's CROWN pass launches one per layer;
+# two kernel threads gave 1.68-1.86x on a node's compute_bounds (mnist 256x4 prop_13) with TBB
+# against 1.18-1.69x with workqueue (benchmarks/bench_threads.py).  An explicit NUMBA_THREADING_LAYER
+# wins (the runtime is preloaded anyway, so that NUMBA_THREADING_LAYER=tbb works too).
+TBB_PATH = _preload_tbb()
 if numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = "forksafe"
 
 _THREADS = [1]
 #: cores of this process's kernel threads taken by other work (a relaxation LP on a background
