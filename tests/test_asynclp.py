@@ -131,3 +131,26 @@ def test_failing_thread_raises_instead_of_a_verdict(two_threads, monkeypatch):
     assert raised > 0
     assert kernel_threads() == 2
     assert not [t for t in threading.enumerate() if t.name == "relaxation-lp"]
+
+
+def test_background_lp_share_caps_the_jobs(two_threads, monkeypatch):
+    """``ASYNC_LP_SHARE`` bounds the background LP's share of the wall time: at 0 a search runs
+    its first job and, once that job's time is collected, no other; verdicts stay exact."""
+    from dpllnn.search import theory
+    runs = {}
+    for share in (1.0, 0.0):
+        monkeypatch.setattr(theory, "ASYNC_LP_SHARE", share)
+        jobs = []
+        for seed in range(12):
+            net, spec = one_case_problem(seed)
+            case = spec.cases[0]
+            stats = {}
+            v, _ = search_case(net, spec, 0, list(range(len(case.disjuncts))), packed=pack(net),
+                               deadline=time.monotonic() + 30, seed=seed, stats=stats, root=None)
+            margins = [exhaustive_margin(net, case, dj) for dj in case.disjuncts]
+            if min(abs(m) for m in margins) > MARGIN:
+                assert v is (Verdict.SAT if min(margins) <= 0 else Verdict.UNSAT), (seed, v)
+            jobs.append(stats["lp_async_jobs"])
+        runs[share] = jobs
+    assert max(runs[0.0]) <= 2, runs
+    assert sum(runs[1.0]) > sum(runs[0.0]), runs     # the cap is what bounds them
