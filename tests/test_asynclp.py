@@ -26,7 +26,8 @@ MARGIN = 1e-6
 
 
 def _search(seed):
-    """One oracle-sized problem searched by ``search_case``: ``(net, spec, verdict, cex, stats)``."""
+    """One oracle-sized problem searched by ``search_case``: ``(net, spec, verdict, cex,
+    stats)``."""
     net, spec = one_case_problem(seed)
     case = spec.cases[0]
     stats = {}

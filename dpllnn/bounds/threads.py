@@ -53,8 +53,8 @@ def _preload_tbb() -> str | None:
 # The layer matters: launching a parallel region costs about 2 us with TBB and 70-90 us with
 # workqueue on this project's 2-core machine, and a node's CROWN pass launches one per layer;
 # two kernel threads gave 1.68-1.86x on a node's compute_bounds (mnist 256x4 prop_13) with TBB
-# against 1.18-1.69x with workqueue (benchmarks/bench_threads.py).  An explicit NUMBA_THREADING_LAYER
-# wins (the runtime is preloaded anyway, so that NUMBA_THREADING_LAYER=tbb works too).
+# against 1.18-1.69x with workqueue (benchmarks/bench_threads.py).  An explicit
+# NUMBA_THREADING_LAYER wins (the runtime is preloaded anyway, so that "tbb" works there too).
 TBB_PATH = _preload_tbb()
 if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "forksafe"

@@ -53,12 +53,13 @@ PGD_SHARE = 0.1
 LP_ITERATIONS = 7500
 #: seconds per relaxation LP: a backstop above LP_ITERATIONS (a stop by it counts as slow too)
 LP_TIME_LIMIT_S = 4.0
-#: most of the wall time (since its first job) the background relaxation LP may take.  While it
-#: runs, the bound kernels lose the lent core, and its refutations arrive as clauses after the
-#: search has moved on, so they save few nodes.  On mnist 256x4 prop_13_0.05 with two workers
-#: the gate usually narrows after three LPs stopped by LP_ITERATIONS (6-7 s of LP, 81-88 s in
-#: all), but in one run of seven the early LPs finished under the limit, the gate stayed wide,
-#: the LP ran 1,294 times and the run took 115 s.
+#: most of the wall time (since the first node offered to it) the background relaxation LP may
+#: take.  While it runs, the bound kernels lose the lent core, and its refutations arrive as
+#: clauses after the search has moved on, so they save few nodes.  On mnist 256x4
+#: prop_13_0.05 with two workers the gate usually narrows after three LPs stopped by
+#: LP_ITERATIONS (6-7 s of LP, 81-88 s in all), but in one run of eight the early LPs finished
+#: under the limit, the gate stayed wide, the LP ran 1,294 times and the run took 115 s; with
+#: the gate held wide on purpose, 134.5 s uncapped and 88.0 s at 0.15.
 ASYNC_LP_SHARE = 0.15
 
 
@@ -137,7 +138,8 @@ class ReluTheory:
         #: relaxation LPs on a background thread when a core is spare (AsyncRelaxationLP), or None
         self.async_lp = None
         self.t_lp_async = 0.0
-        #: ``time.monotonic()`` of the first background LP job (ASYNC_LP_SHARE), or None
+        #: ``time.monotonic()`` of the first node offered to the background LP (ASYNC_LP_SHARE),
+        #: or None
         self.t_async0 = None
         self.n_lp_jobs = 0
         #: the background LP thread's error text, or None (the driver raises it)
@@ -413,7 +415,8 @@ class ReluTheory:
 
         With a spare core (``lent_threads() >= 2``) and ``async_lp`` set, the LP runs on its
         background thread (``dpllnn.search.asynclp``) and its refutations come back as clauses
-        (:meth:`_collect_lp`); a node whose LP would wait for the thread gets none."""
+        (:meth:`_collect_lp`); a node whose LP would wait for the thread gets none, and so does
+        every node while the thread's LP time exceeds ``ASYNC_LP_SHARE`` of the wall time."""
         lbd = snap.lbd
         n_free_unst = int(np.count_nonzero((self.phase == 0) & (lbd.lb < 0.0) & (lbd.ub > 0.0)))
         if n_free_unst > self.lp_unstable:
