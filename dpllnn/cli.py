@@ -89,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _load(args, need_spec=True):
+def _load(args, need_spec=True, graph_ok=True):
     from .io.onnx_import import load_onnx
     from .io.vnnlib import parse_vnnlib
 
     net = load_onnx(args.network)
+    if not graph_ok and getattr(net, "is_graph", False):
+        raise DpllnnError(f"{args.network}: '{args.command}' does not take graph networks "
+                          "(conv / residual) yet; only chains of dense layers")
     spec = None
     if getattr(args, "spec", None):
         spec = parse_vnnlib(args.spec, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
@@ -109,7 +112,7 @@ def cmd_verify(args) -> int:
     from . import START_MONOTONIC
 
     t0 = START_MONOTONIC  # the timeout covers start-up and loading too
-    net, spec = _load(args)
+    net, spec = _load(args, graph_ok=False)
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
     from .search.portfolio import default_workers
     workers = args.workers if args.workers is not None else default_workers()
@@ -142,11 +145,16 @@ def cmd_info(args) -> int:
     net, spec = _load(args, need_spec=False)
     info = {"network": os.path.abspath(args.network), "input_shape": list(net.input_shape),
             "output_shape": list(net.output_shape), "n_inputs": net.n_inputs,
-            "n_outputs": net.n_outputs,
-            "layers": [{"type": "affine", "in": a.n_in, "out": a.n_out} if k % 2 == 0 else
-                       {"type": "relu", "size": a}
-                       for k, a in enumerate(_interleave(net))],
-            "n_relus": net.n_relus, "n_params": net.n_params}
+            "n_outputs": net.n_outputs, "n_relus": net.n_relus, "n_params": net.n_params}
+    graph = getattr(net, "is_graph", False)
+    if graph:
+        info["nodes"] = [{"index": k, "op": type(nd.op).__name__.replace("InputOp", "Input"),
+                          "inputs": list(nd.inputs), "shape": list(nd.shape),
+                          "onnx_node": nd.name} for k, nd in enumerate(net.nodes)]
+        info["relu_nodes"] = [{"node": k, "size": net.nodes[k].size} for k in net.relu_nodes]
+    else:
+        info["layers"] = [{"type": "affine", "in": a.n_in, "out": a.n_out} if k % 2 == 0 else
+                          {"type": "relu", "size": a} for k, a in enumerate(_interleave(net))]
     if spec is not None:
         info["spec"] = {"path": os.path.abspath(args.spec), "cases": len(spec.cases),
                         "disjuncts": spec.n_disjuncts,
@@ -156,9 +164,15 @@ def cmd_info(args) -> int:
         return 0
     print(f"network  {args.network}")
     print(f"  {net.summary()}")
-    print("  layers   " + " -> ".join(
-        f"Affine({l['in']}->{l['out']})" if l["type"] == "affine" else "ReLU"
-        for l in info["layers"]))
+    if graph:
+        for nd in info["nodes"]:
+            ins = ",".join(str(i) for i in nd["inputs"])
+            print(f"  node {nd['index']:3d}  {nd['op']:<9s} {tuple(nd['shape'])!s:<18s}"
+                  f"{'<- ' + ins if ins else '':<12s} {nd['onnx_node']}")
+    else:
+        print("  layers   " + " -> ".join(
+            f"Affine({l['in']}->{l['out']})" if l["type"] == "affine" else "ReLU"
+            for l in info["layers"]))
     if spec is not None:
         print(f"property {args.spec}")
         print(f"  {spec.summary()}")
@@ -177,7 +191,7 @@ def _interleave(net):
 def cmd_bounds(args) -> int:
     from .bounds.report import bounds_report
 
-    net, spec = _load(args)
+    net, spec = _load(args, graph_ok=False)
     rep = bounds_report(net, spec, method=args.method)
     if args.json:
         print(json.dumps(rep))

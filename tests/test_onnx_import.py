@@ -39,7 +39,10 @@ def _agree(net, path, n_points=100, seed=0, lo=-1.0, hi=1.0):
 def test_benchmark_forward_matches_onnxruntime(path):
     net = load_onnx(path)
     assert net.source == str(path)
-    assert len(net.affines) == net.n_hidden_layers + 1
+    if getattr(net, "is_graph", False):   # conv / residual nets: the graph model
+        assert len(net.relu_nodes) == net.n_hidden_layers and net.n_relus > 0
+    else:
+        assert len(net.affines) == net.n_hidden_layers + 1
     assert int(np.prod(net.input_shape)) == net.n_inputs
     _agree(net, path, lo=_input_range(path)[0], hi=_input_range(path)[1])
 
@@ -234,13 +237,22 @@ def test_unsupported_activation(tmp_path, op):
     assert op in str(ei.value) and "act1" in str(ei.value) and str(p) in str(ei.value)
 
 
-def test_unsupported_conv_unnamed(tmp_path):
+def test_unsupported_conv3d_unnamed(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "K"], ["y"], kernel_shape=[3, 3, 3])]
+    p = tmp_path / "c.onnx"
+    onnx.save(_model(nodes, [1, 1, 5, 5, 5], inits=[("K", _r(2, 1, 3, 3, 3))]), p)
+    with pytest.raises(UnsupportedOperator) as ei:
+        load_onnx(p)
+    assert ei.value.op == "Conv" and ei.value.node == "#0" and "3-D" in str(ei.value)
+
+
+def test_conv_loads_as_graph(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "K"], ["y"], kernel_shape=[3, 3])]
     p = tmp_path / "c.onnx"
     onnx.save(_model(nodes, [1, 1, 5, 5], inits=[("K", _r(2, 1, 3, 3))]), p)
-    with pytest.raises(UnsupportedOperator) as ei:
-        load_onnx(p)
-    assert ei.value.op == "Conv" and ei.value.node == "#0"
+    net = load_onnx(p)
+    assert net.is_graph and net.n_inputs == 25 and net.n_outputs == 2 * 3 * 3
+    _agree(net, p, lo=-1.0, hi=1.0)
 
 
 def test_nonlinear_product_and_skip_connection(tmp_path):

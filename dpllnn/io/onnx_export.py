@@ -31,8 +31,9 @@ def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32
 
     Parameters
     ----------
-    network : Network
-        The network; ``affines[k].W`` has shape ``(n_out, n_in)``, float64.
+    network : Network or dpllnn.model.graph.Graph
+        The network; ``affines[k].W`` has shape ``(n_out, n_in)``, float64.  A graph is
+        exported node by node (:func:`dpllnn.io.graph_export.graph_to_onnx`; ``gemm`` ignored).
     path : str or os.PathLike, optional
         When given, the model is also written there atomically (temporary file in the same
         directory, then ``os.replace``).
@@ -59,6 +60,9 @@ def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32
     OSError
         When writing ``path`` fails (no partial file is left behind).
     """
+    if getattr(network, "is_graph", False):
+        from .graph_export import graph_to_onnx
+        return graph_to_onnx(network, path, input_shape, dtype, input_name, output_name)
     if dtype not in _DTYPES:
         raise ValueError(f"to_onnx: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     np_dtype, elem = _DTYPES[dtype]

@@ -356,33 +356,12 @@ def _order(graph, known: set, out_name: str, path: str) -> list[tuple[int, onnx.
     return [(i, graph.node[i]) for i in order]
 
 
-def network_from_model(model: onnx.ModelProto, path: str) -> Network:
-    """Translate an in-memory ONNX model into a canonical :class:`Network`.
-
-    Parameters
-    ----------
-    model : onnx.ModelProto
-        The model; it must have exactly one (non-initializer) float input and one output.
-    path : str
-        File name used in error messages and stored as ``Network.source``.
-
-    Returns
-    -------
-    Network
-        Canonical form in float64; ``input_shape``/``output_shape`` exclude a leading batch
-        dimension (declared as 1 or symbolic).  ``meta`` holds ``onnx_input_dims`` (declared dims,
-        None for symbolic), ``ir_version`` and ``opset``.
-
-    Raises
-    ------
-    UnsupportedOperator
-        For an operator outside :data:`SUPPORTED_OPS`, or a supported one used non-linearly
-        (e.g. product of two input-dependent tensors, skip connection across a ReLU).
-    OnnxError
-        For a structurally malformed model: no nodes, several or no inputs/outputs, undefined
-        tensors, non-static shapes, inconsistent operand shapes (message names the node).
-    """
-    path = str(path)
+def model_interface(model: onnx.ModelProto, path: str):
+    """The checked interface of a model: ``(consts, input, output_name, dims, full, batched,
+    opset)`` -- initializers as arrays, the one non-initializer input (ValueInfoProto), the
+    output's name, the declared input dims (None where symbolic), the full input shape (a
+    symbolic leading dimension taken as 1), whether the leading dimension is a batch of 1, and
+    the default-domain opset.  Raises OnnxError (see :func:`network_from_model`)."""
     g = model.graph
     if len(g.node) == 0:
         raise OnnxError(path, "model has no nodes")
@@ -411,6 +390,38 @@ def network_from_model(model: onnx.ModelProto, path: str) -> Network:
     batched = dims[0] in (None, 1)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
 
+    return consts, inp, out_name, dims, full, batched, opset
+
+
+def network_from_model(model: onnx.ModelProto, path: str) -> Network:
+    """Translate an in-memory ONNX model into a canonical :class:`Network`.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        The model; it must have exactly one (non-initializer) float input and one output.
+    path : str
+        File name used in error messages and stored as ``Network.source``.
+
+    Returns
+    -------
+    Network
+        Canonical form in float64; ``input_shape``/``output_shape`` exclude a leading batch
+        dimension (declared as 1 or symbolic).  ``meta`` holds ``onnx_input_dims`` (declared dims,
+        None for symbolic), ``ir_version`` and ``opset``.
+
+    Raises
+    ------
+    UnsupportedOperator
+        For an operator outside :data:`SUPPORTED_OPS`, or a supported one used non-linearly
+        (e.g. product of two input-dependent tensors, skip connection across a ReLU).
+    OnnxError
+        For a structurally malformed model: no nodes, several or no inputs/outputs, undefined
+        tensors, non-static shapes, inconsistent operand shapes (message names the node).
+    """
+    path = str(path)
+    g = model.graph
+    consts, inp, out_name, dims, full, batched, opset = model_interface(model, path)
     n = int(np.prod(full))
     env: dict[str, object] = dict(consts)
     try:
@@ -504,4 +515,16 @@ def load_onnx(path) -> Network:
         raise OnnxError(path, f"not a valid ONNX protobuf ({e})") from None
     except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as e:
         raise OnnxError(path, f"cannot load ONNX model: {str(e).splitlines()[0]}") from None
-    return network_from_model(model, path)
+    return network_or_graph(model, path)
+
+
+def network_or_graph(model: onnx.ModelProto, path: str):
+    """A chain of dense layers as a :class:`Network` (the packed fast path), anything else the
+    graph importer takes as a :class:`dpllnn.model.graph.Graph`.
+
+    Raises UnsupportedOperator / OnnxError as :func:`dpllnn.io.onnx_graph.graph_from_model`."""
+    try:
+        return network_from_model(model, path)
+    except UnsupportedOperator:
+        from .onnx_graph import graph_from_model
+        return graph_from_model(model, path)

@@ -81,8 +81,14 @@ def add_reduce_parsers(subparsers) -> None:
 
 
 def _load_net(path):
+    from ..errors import OnnxError
     from ..io.onnx_import import load_onnx
-    return load_onnx(path)
+    net = load_onnx(path)
+    if getattr(net, "is_graph", False):
+        # the reductions rewrite dense layers (fold / lump / slice); a graph has none to rewrite
+        raise OnnxError(path, "prune, slice and equiv take only chains of dense layers; this "
+                        "network is a graph (conv / residual)")
+    return net
 
 
 def _region(path, net):
