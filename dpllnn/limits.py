@@ -10,10 +10,9 @@ The limit covers the whole run: the resident set of this process plus all its de
 daemon thread polls the resident sets every ``interval_s``; once the sum exceeds the limit it
 marks the budget *tripped* and interrupts the main thread, which raises
 :class:`MemoryLimitReached` (a :class:`MemoryError`) at its next Python bytecode, and again every
-``refire_s`` while the context is still open (in case a callback swallowed it).  Long loops may
-also call :func:`check_memory` (cheap: a clock read, and a ``/proc`` read at most every
-``interval_s``) to fail at a well-defined point.  The caller turns the exception into
-``unknown`` with the reason in the stats (see ``dpllnn.search.verify``)::
+``refire_s`` while the context is still open (in case a callback swallowed it).  The caller
+turns the exception into ``unknown`` with the reason in the stats (see
+``dpllnn.search.verify``)::
 
     with limits.memory_limit(limit_mb) as budget:     # None: default_memory_limit_mb()
         try:
@@ -29,8 +28,7 @@ Signals
 descendant process; it also arms a hard exit (``os._exit`` through :mod:`faulthandler`'s
 watchdog thread, which needs no GIL) ``grace_s`` later, in case the main thread is stuck in C
 code.  Results files are written atomically (``dpllnn.io.witness``), so they are absent or
-complete whichever way the process ends.  Worker processes call :func:`die_with_parent` so that
-they die with their parent even when it is killed with SIGKILL.
+complete whichever way the process ends.
 """
 from __future__ import annotations
 
@@ -43,10 +41,9 @@ import threading
 import time
 
 __all__ = [
-    "Interrupted", "MemoryLimitReached", "MemoryBudget", "memory_limit", "check_memory",
-    "active_budget", "default_memory_limit_mb", "physical_memory_mb", "rss_mb", "tree_rss_mb",
-    "descendants", "kill_descendants", "die_with_parent", "install_signal_handlers",
-    "cancel_hard_exit", "apply_address_space_limit",
+    "Interrupted", "MemoryLimitReached", "MemoryBudget", "memory_limit", "default_memory_limit_mb",
+    "physical_memory_mb", "rss_mb", "tree_rss_mb", "descendants", "kill_descendants",
+    "install_signal_handlers",
 ]
 
 _MB = 1024.0 * 1024.0
@@ -193,22 +190,6 @@ def kill_descendants(sig: int = signal.SIGTERM, wait_s: float = 0.0,
     return len(pids)
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> bool:
-    """In a worker process: ask the kernel to send ``sig`` when the parent dies (Linux
-    ``prctl(PR_SET_PDEATHSIG)``).  Returns False where unsupported.  Use as the initializer of
-    process pools (``ProcessPoolExecutor(initializer=limits.die_with_parent)``)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, int(sig), 0, 0, 0) != 0:   # 1 = PR_SET_PDEATHSIG
-            return False
-    except (OSError, AttributeError):
-        return False
-    return os.getppid() != 1     # parent already gone: the caller should exit
-
-
 # ---- memory budget --------------------------------------------------------------------------
 class MemoryBudget:
     """A resident-memory budget for this process and its descendants.
@@ -217,7 +198,7 @@ class MemoryBudget:
     ----------
     limit_mb : float -- the budget, MB; ``<= 0`` or ``inf`` disables it
     include_children : bool -- count descendants' resident sets too
-    interval_s : float -- minimum time between two ``/proc`` readings in :meth:`check`
+    interval_s : float -- polling period of the watchdog thread, s
     """
 
     def __init__(self, limit_mb: float, include_children: bool = True, interval_s: float = 0.05):
@@ -227,7 +208,6 @@ class MemoryBudget:
         self.peak_mb = 0.0
         self.tripped = False
         self.used_mb = 0.0
-        self._next = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -248,20 +228,6 @@ class MemoryBudget:
             self.tripped, self.used_mb = True, u
         return self.tripped
 
-    def check(self) -> None:
-        """Raise :class:`MemoryLimitReached` when over budget (reads ``/proc`` at most every
-        ``interval_s``; otherwise costs one clock read)."""
-        if self.tripped:
-            raise MemoryLimitReached(self.limit_mb, self.used_mb)
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + self.interval_s
-        if self.over():
-            raise MemoryLimitReached(self.limit_mb, self.used_mb)
-
     def share(self, n_workers: int, reserve_mb: float | None = None) -> float:
         """Budget of each of ``n_workers`` worker processes: what is left after this process's
         current use (or ``reserve_mb``), split evenly, MB."""
@@ -279,19 +245,6 @@ class MemoryBudget:
 
 _ACTIVE: MemoryBudget | None = None
 _LOCK = threading.Lock()
-
-
-def active_budget() -> MemoryBudget | None:
-    """The budget of the innermost open :func:`memory_limit` context, if any."""
-    return _ACTIVE
-
-
-def check_memory() -> None:
-    """Cooperative check for long loops (clause database, box queue, LP models): raises
-    :class:`MemoryLimitReached` when the active budget is exceeded; a no-op without one."""
-    b = _ACTIVE
-    if b is not None:
-        b.check()
 
 
 def _on_watchdog_signal(signum, frame):
@@ -343,7 +296,7 @@ def memory_limit(limit_mb: float | None = None, *, include_children: bool = True
     Yields
     ------
     MemoryBudget -- with ``stats()`` for the result.  Only the main thread is interrupted
-    asynchronously; in other threads the block relies on :func:`check_memory`.
+    (outside it the budget is only measured: ``tripped`` and ``stats()``).
     """
     global _ACTIVE
     if limit_mb is None:
@@ -368,26 +321,6 @@ def memory_limit(limit_mb: float | None = None, *, include_children: bool = True
             budget.used()
 
 
-def apply_address_space_limit(limit_mb: float) -> bool:
-    """Hard backstop: cap the virtual address space (``RLIMIT_AS``) at the current size plus
-    ``limit_mb``, so that a runaway allocation fails with ``MemoryError`` instead of waking the
-    OOM killer.  Process-wide and inherited by children; for the CLI only, never for library
-    calls.  Returns False where unsupported.  C++ code (CaDiCaL) may abort on allocation failure,
-    so keep this well above the soft budget of :func:`memory_limit`."""
-    try:
-        import resource
-        with open("/proc/self/statm", "rb") as fh:
-            vm = int(fh.read().split()[0]) * _PAGE
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        want = int(vm + limit_mb * _MB)
-        if hard != resource.RLIM_INFINITY:
-            want = min(want, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (want, hard))
-        return True
-    except (ImportError, OSError, ValueError):
-        return False
-
-
 # ---- signals --------------------------------------------------------------------------------
 _INTERRUPTING = False
 _DEVNULL = None
@@ -399,14 +332,6 @@ def _hard_exit_later(grace_s: float) -> None:
         _DEVNULL = open(os.devnull, "w")
     with contextlib.suppress(Exception):
         faulthandler.dump_traceback_later(grace_s, exit=True, file=_DEVNULL)
-
-
-def cancel_hard_exit() -> None:
-    """Disarm the hard exit armed by an interrupt (for in-process callers that carry on)."""
-    global _INTERRUPTING
-    with contextlib.suppress(Exception):
-        faulthandler.cancel_dump_traceback_later()
-    _INTERRUPTING = False
 
 
 def install_signal_handlers(grace_s: float = 0.8, signals=(signal.SIGTERM, signal.SIGINT)):

@@ -83,9 +83,10 @@ interval bound over its (tighter) output box, so CROWN is never looser than IBP;
 from CROWN's slopes and keeps the best per row, so it is never looser than CROWN.
 """
 from .alpha import alpha_crown, optimise_alpha
+from .compute import compute_bounds
 from .pack import PackedNet, pack
 from .warm import warmup
-from .propagate import (METHODS, LayerBounds, batch_crown, batch_objective_bounds, compute_bounds,
+from .propagate import (METHODS, LayerBounds, batch_crown, batch_objective_bounds,
                         interval_objective_bounds, lower_bound_minimisers, objective_bounds,
                         objective_lower_split)
 from .threads import kernel_threads, set_kernel_threads

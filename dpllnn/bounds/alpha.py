@@ -14,7 +14,7 @@ import numpy as np
 from .kernels import ROWS_PER_THREAD
 from .kernels_alpha import adam_slopes, adam_slopes_rows
 from .pack import PackedNet
-from .propagate import LayerBounds, _box, _infeasible, _objective, compute_bounds, objective_bounds
+from .propagate import LayerBounds, _box, _infeasible, _objective, objective_bounds, propagate_bounds
 from .threads import kernel_threads
 
 _EMPTY2 = np.zeros((0, 0))
@@ -197,7 +197,8 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]
     if base is None:
-        base = compute_bounds(packed, xl, xu, phase, "crown", start_layer, prev, early_stop=early_stop)
+        base = propagate_bounds(packed, xl, xu, phase, "crown", start_layer, prev,
+                                early_stop=early_stop)
     if base.infeasible:
         base.obj_lower, base.obj_upper = np.full(m, np.inf), np.full(m, -np.inf)
         base.method = "alpha"

@@ -1,6 +1,6 @@
 """Batched CROWN: bounds of many input boxes in one ``@njit`` call (input splitting).
 
-Each box runs exactly the single-box pipeline of :func:`dpllnn.bounds.propagate.compute_bounds`
+Each box runs exactly the single-box pipeline of :func:`dpllnn.bounds.propagate.propagate_bounds`
 with ``method="crown"`` followed by :func:`dpllnn.bounds.propagate.objective_bounds` (lower side):
 an IBP pass, a CROWN pass intersected with it, then the backward pass from the objective rows.
 The kernels called are the single-box ones of :mod:`dpllnn.bounds.kernels`, so the rounding

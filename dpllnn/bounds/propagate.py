@@ -1,5 +1,6 @@
-"""Typed wrappers around the bound kernels: :func:`compute_bounds`, :func:`objective_bounds`,
-:func:`batch_objective_bounds`.  See the package docstring for the contract."""
+"""Typed wrappers around the bound kernels: :func:`propagate_bounds` (IBP, symbolic, CROWN),
+:func:`objective_bounds`, :func:`batch_objective_bounds`.  See the package docstring for the
+contract; :func:`dpllnn.bounds.compute.compute_bounds` is the entry point over every method."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from .pack import PackedNet
 from .threads import kernel_threads
 
 METHODS = ("ibp", "symbolic", "crown", "alpha")
+#: the methods of :func:`propagate_bounds` (alpha-CROWN: :mod:`dpllnn.bounds.alpha`)
+_PROPAGATE_METHODS = ("ibp", "symbolic", "crown")
 _EMPTY2 = np.zeros((0, 0))
 
 
@@ -150,54 +153,14 @@ def magnitudes(packed: PackedNet, z_lb, z_ub, xl, xu) -> np.ndarray:
     return wa
 
 
-def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown", start_layer: int = 0,
-                   prev: LayerBounds | None = None, C=None, d=None, early_stop: bool = False,
-                   outer: LayerBounds | None = None, **alpha_kw) -> LayerBounds:
-    """Sound bounds on every pre-activation (and on ``C @ y - d``) over a box and a phase set.
-
-    Parameters
-    ----------
-    packed : PackedNet
-    lb, ub : array_like, float64, shape (n_inputs,)
-        The input box (finite).
-    phase : array_like of int8, shape (n_relus,), optional
-        Flat layer-major phases: +1 constrains ``z >= 0`` (ReLU = identity, ``lb`` clamped to 0),
-        -1 constrains ``z <= 0`` (output 0, ``ub`` clamped to 0), 0 unconstrained.
-    method : {"ibp", "symbolic", "crown", "alpha"}
-        Interval propagation; forward symbolic intervals (Wang et al. 2018, ReluVal/Neurify);
-        backward linear relaxation (Zhang et al. 2018 CROWN / Singh et al. 2019 DeepPoly), whose
-        every layer is intersected with IBP so it is never looser than ``"ibp"``; alpha-CROWN
-        (Xu et al. 2021) on the objective, never looser than ``"crown"``.
-    start_layer : int
-        Recompute affine layers ``start_layer..L`` only; layers below are taken from ``prev``
-        (re-clamped by ``phase``).  Requires ``prev`` when > 0.
-    prev : LayerBounds, optional
-    C, d : array_like, shapes (m, n_outputs) and (m,), optional
-        Objective rows; bounds on ``C @ y - d`` go to ``obj_lower``/``obj_upper``.
-    early_stop : bool
-        CROWN only: stop back-substituting a neuron's bound once an intermediate layer's interval
-        proves its sign (GPUPoly-style); its reported bound is then the one that proved it.
-    outer : LayerBounds, optional
-        Bounds known to hold on a superset of this box-and-phase region (e.g. a parent node's,
-        computed under a subset of ``phase`` on the same or a larger box, possibly tightened by
-        alpha-CROWN): every recomputed layer is intersected with them before the next layer is
-        bounded (IBP and CROWN), so the result is never looser than ``outer`` and later layers
-        gain from it.  Ignored for ``"symbolic"``; NaN entries (infeasible ``outer``) are ignored.
-    **alpha_kw
-        Passed to :func:`dpllnn.bounds.alpha.alpha_crown` for ``method="alpha"``.
-
-    Returns
-    -------
-    LayerBounds
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown bound method {method!r}; choose from {METHODS}")
-    if method == "alpha":
-        from .alpha import alpha_crown
-        if C is None:
-            return compute_bounds(packed, lb, ub, phase, "crown", start_layer, prev)
-        return alpha_crown(packed, lb, ub, phase, C, d, start_layer=start_layer, prev=prev,
-                           early_stop=early_stop, **alpha_kw)
+def propagate_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
+                     start_layer: int = 0, prev: LayerBounds | None = None, C=None, d=None,
+                     early_stop: bool = False, outer: LayerBounds | None = None) -> LayerBounds:
+    """:func:`dpllnn.bounds.compute.compute_bounds` for ``method`` in ``ibp | symbolic | crown``
+    (the parameters are documented there).  alpha-CROWN builds on this function, so it lives
+    above it (:mod:`dpllnn.bounds.alpha`, dispatched by ``compute_bounds``)."""
+    if method not in _PROPAGATE_METHODS:
+        raise ValueError(f"unknown bound method {method!r}; choose from {_PROPAGATE_METHODS}")
     xl, xu = _box(packed, lb, ub)
     zp = _zphase(packed, phase)
     gam = packed.margin_factor
@@ -481,7 +444,7 @@ def batch_objective_bounds(packed: PackedNet, lbs, ubs, C, d=None, method: str =
         lower, unst, _, _, _ = batch_crown(packed, xl, xu, C, d, phase=phase, parallel=parallel)
     elif method == "ibp":
         for i in range(B):
-            lbd = compute_bounds(packed, xl[i], xu[i], phase, method)
+            lbd = propagate_bounds(packed, xl[i], xu[i], phase, method)
             if lbd.infeasible:
                 lower[i] = np.inf
                 continue
@@ -514,7 +477,7 @@ def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bo
     checked : bool
         Validate shapes and finiteness (the search may skip it for its own arrays).
     early_stop : bool
-        As in :func:`compute_bounds` (then equal to ``compute_bounds(..., early_stop=True)``).
+        As in :func:`propagate_bounds` (then equal to ``propagate_bounds(..., early_stop=True)``).
     prev_lb, prev_ub : array_like, float64, shape (B, n_z), optional
         Sound bounds already known on each box (e.g. its parent's ``z_lb``/``z_ub``: bounds
         sound on a box are sound on its sub-boxes), intersected layer by layer.  Then the
@@ -553,5 +516,5 @@ def batch_crown(packed: PackedNet, lbs, ubs, C, d=None, phase=None, parallel: bo
     return lower, unst, z_lb, z_ub, (ain if coeffs else None)
 
 
-__all__ = ["LayerBounds", "batch_crown", "compute_bounds", "objective_bounds", "interval_objective_bounds",
+__all__ = ["LayerBounds", "batch_crown", "propagate_bounds", "objective_bounds", "interval_objective_bounds",
            "batch_objective_bounds", "magnitudes", "METHODS"]

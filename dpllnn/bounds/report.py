@@ -5,7 +5,7 @@ import time
 
 
 from .pack import pack
-from .propagate import compute_bounds
+from .compute import compute_bounds
 
 
 def bounds_report(network, spec, method: str = "crown") -> dict:

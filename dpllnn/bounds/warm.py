@@ -14,8 +14,9 @@ def warmup() -> float:
     """
     from ..network import Affine, Network
     from .alpha import alpha_crown
+    from .compute import compute_bounds
     from .pack import pack
-    from .propagate import batch_crown, batch_objective_bounds, compute_bounds
+    from .propagate import batch_crown, batch_objective_bounds
     from .scores import babsr_scores
 
     t0 = time.perf_counter()

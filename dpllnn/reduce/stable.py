@@ -11,9 +11,9 @@ status is only ever recorded from a sound argument:
                       ``z >= -tol`` (inactive) or ``z <= tol`` (active), ``tol = 1e-7 (1 + |bounds|)``.
 
 *Refinement* (``refine=R > 1``): each box is first split into up to ``R`` sub-boxes by the k-d tree
-of :func:`dpllnn.reduce.slice.split_region` (the sub-boxes tile the box), every sub-box is certified
-as above, and a neuron is stable on the box only when it is stable with the same sign on every
-sub-box.  This is sound (the sub-boxes cover the box) and much stronger on deep networks, whose
+of :func:`dpllnn.reduce.regions.split_region` (the sub-boxes tile the box), every sub-box is
+certified as above, and a neuron is stable on the box only when it is stable with the same sign on
+every sub-box.  This is sound (the sub-boxes cover the box) and much stronger on deep networks, whose
 bounds over a whole box are loose in the last layers: on ACAS Xu prop_1 slices it turns ~190
 "unknown-heavy" ReLUs into a handful.  The sub-boxes are kept in ``StableSets.cert_boxes`` so the
 equivalence check can reuse the same tiling.
@@ -34,6 +34,7 @@ from ..bounds import alpha_crown, compute_bounds, pack
 from ..errors import InputFileError
 from ..network import Network
 from .milp import ReluMILP
+from .regions import split_region
 
 __all__ = ["StableSets", "certify_stable", "load_region", "sample_box"]
 
@@ -278,7 +279,6 @@ def certify_stable(network: Network, boxes, *, budget_s: float = 10.0, use_alpha
     boxes = [(np.asarray(lb, dtype=np.float64), np.asarray(ub, dtype=np.float64)) for lb, ub in boxes]
     cert = boxes
     if refine > 1:
-        from .slice import split_region
         cert = [sb for b in boxes for sb in split_region(network, [b], refine)]
     phase = None
     how = [""] * n

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from ..bounds import alpha_crown, compute_bounds
-from ..lp.highs import CellLP, LayeredLP
+from ..lp.highs import LayeredLP
 from ..result import Verdict
 from .asynclp import AsyncRelaxationLP
 from .decide import Brancher
@@ -50,8 +50,6 @@ RESTART_BASE = 64
 #: with <= 12 or <= 40; the root relaxation's optimum also seeds PGD, finding prop_2_0.03's
 #: counterexample in 3-4 s)
 LP_UNSTABLE = 1 << 30
-#: cells and relaxations on one incremental layered LP per case (LayeredLP) instead of CellLP
-USE_LAYERED = True
 #: relaxation LPs on a background thread when the search has a spare core (the parallel
 #: search's idle workers lend theirs), instead of on the search's path (``asynclp``)
 ASYNC_LP = True
@@ -149,9 +147,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     assert pool.top == packed.n_relus
     sel_vars = [pool.id(("sel", i)) for i in opened]
     guard = pool.id(("guard",))
-    lp = CellLP(network)
     theory = ReluTheory(network, spec, case_index, opened, packed, sel_vars, deadline,
-                        root=root, stats=stats, lp=lp, lp_unstable=LP_UNSTABLE)
+                        root=root, stats=stats, lp_unstable=LP_UNSTABLE)
     theory.poll = poll
     n_lemmas = 0
     _add_stats(stats, "cdcl_calls", 1)
@@ -163,7 +160,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         theory.reset_root(None)
     if not theory.root_infeasible:
         theory.fit_alpha()
-    if USE_LAYERED and not theory.root_infeasible:
+    if not theory.root_infeasible:
+        # cells and relaxations on one incremental layered LP per case
         r = theory.snaps[0].lbd
         theory.llp = LayeredLP(network, theory.C, theory.d, theory.lb, theory.ub, r.lb, r.ub)
         if ASYNC_LP:

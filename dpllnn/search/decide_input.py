@@ -16,8 +16,8 @@ import numpy as np
 
 from ..attack import margin_and_grad
 
-__all__ = ["disjunct_scores", "box_priority", "smear_dims", "lookahead_children",
-           "candidate_points", "disjunct_margins", "smear_scores"]
+__all__ = ["disjunct_scores", "box_priority", "lookahead_children", "candidate_points",
+           "disjunct_margins", "smear_scores"]
 
 
 def disjunct_scores(lower: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -35,15 +35,9 @@ def disjunct_margins(Y: np.ndarray, C: np.ndarray, d: np.ndarray, groups: np.nda
     return np.maximum.reduceat(Y @ C.T - d, groups, axis=1)
 
 
-def smear_dims(network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.ndarray,
-               groups: np.ndarray, open_mask: np.ndarray) -> np.ndarray:
-    """Argmax of :func:`smear_scores` per box, int64 (B,)."""
-    return np.argmax(smear_scores(network, lo, hi, C, d, groups, open_mask), axis=1)
-
-
 def smear_scores(network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.ndarray,
                  groups: np.ndarray, open_mask: np.ndarray) -> np.ndarray:
-    """ReluVal-style smear: ``|d margin / d x_i| * width_i`` at the box centre, argmax per box.
+    """ReluVal-style smear: ``|d margin / d x_i| * width_i`` at the box centre.
 
     Uses the gradient of the union margin of the open disjuncts (the arg-max row of the arg-min
     disjunct) at the centre.  Dimensions that can no longer be bisected (float resolution) get

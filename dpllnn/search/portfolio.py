@@ -231,7 +231,7 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
 def _run_task(wid, network, spec, chosen, task, tasks, results, deadline, packed, hungry,
               next_tid, roots, lemma_qs, closed, lender):
     """One task of :func:`_worker` (arguments as there); reports on ``results``."""
-    from .verify import search_case_dispatch
+    from .dispatch import search_case_dispatch
 
     if task[0] == _FALSIFY:  # (_FALSIFY, budget_s, starts, seed): attack, report
         results.put(("falsified",) + _falsify_report(network, spec, task[1], task[3], deadline,

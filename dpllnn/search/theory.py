@@ -99,7 +99,7 @@ class ReluTheory:
     """
 
     def __init__(self, network, spec, case_index, open_disjuncts, packed, sel_vars, deadline,
-                 root=None, stats=None, method="crown", lp=None, lp_unstable=-1):
+                 root=None, stats=None, method="crown", lp_unstable=-1):
         self.network = network
         self.spec = spec
         self.case = spec.cases[case_index]
@@ -130,8 +130,8 @@ class ReluTheory:
         self.timed_out = False
         self.incomplete = False      # some model was blocked without proof: never answer unsat
         self.cex = None
-        self.lp = lp
-        #: the incremental layered LP (cells and triangle relaxations); built after the root
+        #: the incremental layered LP (cells and triangle relaxations); built by the driver after
+        #: the root.  Without it (None) no relaxation LP runs and no complete assignment is proved.
         self.llp = None
         #: held around every use of ``llp`` (the background LP thread shares it)
         self.llp_lock = threading.Lock()
@@ -417,11 +417,13 @@ class ReluTheory:
         background thread (``dpllnn.search.asynclp``) and its refutations come back as clauses
         (:meth:`_collect_lp`); a node whose LP would wait for the thread gets none, and so does
         every node while the thread's LP time exceeds ``ASYNC_LP_SHARE`` of the wall time."""
+        if self.llp is None:
+            return
         lbd = snap.lbd
         n_free_unst = int(np.count_nonzero((self.phase == 0) & (lbd.lb < 0.0) & (lbd.ub > 0.0)))
         if n_free_unst > self.lp_unstable:
             return
-        if self.async_lp is not None and self.llp is not None and lent_threads() >= 2:
+        if self.async_lp is not None and lent_threads() >= 2:
             if self.async_lp.busy():
                 return
             now = time.monotonic()
@@ -446,43 +448,34 @@ class ReluTheory:
                 return
             t = time.monotonic()
             limit = min(self.lp_time_limit_s, self.deadline - time.monotonic())
-            if self.llp is not None:
-                st, xr, limited = refute_lp(self.llp, self.llp_lock, self.phase, lbd.lb, lbd.ub,
-                                            (self.rows[i], self.rows[i + 1]), limit,
-                                            self.lp_iterations)
-                ok = st == "infeasible"
-                if not ok and xr is not None and self.lp_attack:
-                    self.t_lp += time.monotonic() - t
-                    self._attack_from(xr, self.disj[i])
-                    if self.cex is not None:
-                        return
-                    t = time.monotonic()
-            else:
-                dj = self.disj[i]
-                ok = relaxation_lp_refutes(self.network, self.packed, lbd, self.phase, self.lb,
-                                           self.ub, dj.C, dj.d, time_limit_s=limit)
-            dt = time.monotonic() - t
-            self.t_lp += dt
+            st, xr, limited = refute_lp(self.llp, self.llp_lock, self.phase, lbd.lb, lbd.ub,
+                                        (self.rows[i], self.rows[i + 1]), limit,
+                                        self.lp_iterations)
+            ok = st == "infeasible"
+            if not ok and xr is not None and self.lp_attack:
+                self.t_lp += time.monotonic() - t
+                self._attack_from(xr, self.disj[i])
+                if self.cex is not None:
+                    return
+                t = time.monotonic()
+            self.t_lp += time.monotonic() - t
             self.n_lp += 1
-            if self.llp is None:
-                limited = dt >= 0.9 * limit
             if not ok and self._lp_too_slow(limited):
                 return
             if ok:
                 snap.refuted[i] = True
                 self.n_lp_refuted += 1
-            elif self.llp is not None and self.lp_stop_first:
+            elif self.lp_stop_first:
                 return
 
     def _lp_todo(self, snap):
-        """Disjuncts to try at ``snap``: open and not deselected; with the layered LP the
-        selected ones first (a refutation is a conflict), then the hardest by the objective
-        bound (the node stays open as soon as one disjunct survives the LP)."""
+        """Disjuncts to try at ``snap``: open and not deselected; the selected ones first (a
+        refutation is a conflict), then the hardest by the objective bound (the node stays open
+        as soon as one disjunct survives the LP)."""
         todo = [i for i in range(len(self.disj)) if not snap.refuted[i] and self.sel_val[i] != -1]
-        if self.llp is not None:
-            lo = snap.obj_lower
-            todo.sort(key=lambda i: (-int(self.sel_val[i]),
-                                     float(np.max(lo[self.rows[i]:self.rows[i + 1]]))))
+        lo = snap.obj_lower
+        todo.sort(key=lambda i: (-int(self.sel_val[i]),
+                                 float(np.max(lo[self.rows[i]:self.rows[i + 1]]))))
         return todo
 
     def _lp_too_slow(self, limited):
@@ -586,12 +579,12 @@ class ReluTheory:
             dj = self.disj[i]
             t = time.monotonic()
             LU = self._bounds_for(ph) if self.llp is not None else None
-            if LU is not None:
+            if LU is None:                  # no LP to decide the cell: blocked without proof
+                st, x = "unknown", None
+            else:
                 with self.llp_lock:         # the background LP thread shares llp
                     self.llp.set_time_limit(max(self.deadline - time.monotonic(), 0.01))
                     st, x = self.llp.solve(ph, LU[0], LU[1], (self.rows[i], self.rows[i + 1]))
-            else:
-                st, x = self.lp.solve(self.lb, self.ub, ph, dj.C, dj.d)
             self.t_lp += time.monotonic() - t
             self.n_lp += 1
             if st == "feasible" or (st == "unknown" and x is not None):
@@ -644,127 +637,3 @@ class ReluTheory:
                 cex = check_counterexample(self.network, self.spec,
                                            snap_float32(xb, self.lb, self.ub))
         return cex
-
-    # ---- external clauses ----------------------------------------------------------------------
-    def has_clause(self):
-        return bool(self.pending) or self.stop
-
-    def next_clause(self):
-        if self.pending:
-            return self.pending.pop()
-        return None
-
-
-# ---- relaxation LP of a partial assignment -------------------------------------------------------
-
-def relaxation_lp_refutes(network, packed, lbd, phase, xl, xu, C, d, rtol=1e-6, time_limit_s=None):
-    """True iff the triangle-relaxation LP proves ``C @ y <= d`` unreachable under ``phase``.
-
-    Variables ``x``, then ``(z_k, a_k)`` per hidden layer.  Rows: ``z_k = W_k a_{k-1} + b_k``;
-    fixed/stable neurons are exact (``a = z >= 0`` or ``a = 0 >= z``); unstable neurons use the
-    triangle ``a >= 0, a >= z, a <= u (z - l) / (u - l)`` with the sound bounds of ``lbd``; the
-    disjunct rows ``C (W_L a_{L-1} + b_L) <= d``.  Like :class:`~dpllnn.lp.highs.CellLP`, the
-    claim is made only when HiGHS finds infeasible the LP with every row and column bound loosened
-    by ``rtol * (1 + row scale)``.  Every point of the box whose pre-activations have the signs of
-    ``phase`` and whose output meets the disjunct is feasible, so the claim is sound.
-    """
-    import highspy
-
-    from ..lp.highs import _status_name, new_highs
-
-    n_in = packed.n_inputs
-    L = packed.n_layers
-    sizes = [int(s) for s in packed.sizes]
-    zl, zu = lbd.z_lb, lbd.z_ub
-    ncol = n_in + 2 * packed.n_relus
-    col_lo = np.empty(ncol)
-    col_hi = np.empty(ncol)
-    col_lo[:n_in], col_hi[:n_in] = xl, xu
-    r_idx, r_val, r_start, r_lo, r_hi = [], [], [0], [], []
-    nnz = 0
-
-    def add_row(idx, val, lo, hi):
-        nonlocal nnz
-        r_idx.append(idx)
-        r_val.append(val)
-        nnz += len(idx)
-        r_start.append(nnz)
-        r_lo.append(lo)
-        r_hi.append(hi)
-
-    prev = np.arange(n_in)
-    col = n_in
-    for k in range(L + 1):
-        W = network.affines[k].W
-        b = network.affines[k].b
-        if k == L:
-            CW = C @ W
-            cb = d - C @ b
-            for r in range(C.shape[0]):
-                nz = np.flatnonzero(CW[r])
-                add_row(prev[nz], CW[r, nz], -np.inf, cb[r])
-            break
-        n_k = sizes[k + 1]
-        off = int(packed.layer_offsets[k])
-        zc = np.arange(col, col + n_k)
-        ac = zc + n_k
-        col += 2 * n_k
-        l = zl[off:off + n_k]
-        u = zu[off:off + n_k]
-        ph = phase[off:off + n_k]
-        col_lo[zc], col_hi[zc] = l, u
-        for r in range(n_k):
-            nz = np.flatnonzero(W[r])
-            add_row(np.append(prev[nz], zc[r]), np.append(-W[r, nz], 1.0), b[r], b[r])
-            lr, ur = float(l[r]), float(u[r])
-            if ph[r] == 1 or lr >= 0.0:
-                col_lo[zc[r]] = max(lr, 0.0)
-                col_lo[ac[r]], col_hi[ac[r]] = max(lr, 0.0), max(ur, 0.0)
-                add_row(np.array([zc[r], ac[r]]), np.array([1.0, -1.0]), 0.0, 0.0)
-            elif ph[r] == -1 or ur <= 0.0:
-                col_hi[zc[r]] = min(ur, 0.0)
-                col_lo[ac[r]], col_hi[ac[r]] = 0.0, 0.0
-            else:
-                col_lo[ac[r]], col_hi[ac[r]] = 0.0, ur
-                add_row(np.array([zc[r], ac[r]]), np.array([1.0, -1.0]), -np.inf, 0.0)
-                s = ur / (ur - lr)
-                add_row(np.array([zc[r], ac[r]]), np.array([-s, 1.0]), -np.inf, -s * lr)
-        prev = ac
-    idx = np.concatenate(r_idx).astype(np.int32)
-    val = np.concatenate(r_val).astype(np.float64)
-    start = np.asarray(r_start, dtype=np.int32)
-    rlo = np.asarray(r_lo, dtype=np.float64)
-    rhi = np.asarray(r_hi, dtype=np.float64)
-    if np.any(col_lo > col_hi):
-        return False          # contradictory bounds are the bound engine's business
-    # loosening, as in CellLP
-    cmax = np.maximum(np.abs(col_lo), np.abs(col_hi))
-    rowmag = np.add.reduceat(np.abs(val) * cmax[idx], start[:-1]) if val.size else np.zeros(0)
-    rhs = np.where(np.isfinite(rhi), np.abs(rhi), np.abs(np.where(np.isfinite(rlo), rlo, 0.0)))
-    loos = rtol * (1.0 + rhs + rowmag)
-    cl = rtol * (1.0 + cmax)
-    lp = highspy.HighsLp()
-    lp.num_col_ = ncol
-    lp.num_row_ = len(rlo)
-    lp.col_cost_ = np.zeros(ncol)
-    lp.col_lower_ = col_lo - cl
-    lp.col_upper_ = col_hi + cl
-    lp.row_lower_ = rlo - loos
-    lp.row_upper_ = rhi + loos
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.num_col_ = ncol
-    lp.a_matrix_.num_row_ = len(rlo)
-    lp.a_matrix_.start_ = start
-    lp.a_matrix_.index_ = idx
-    lp.a_matrix_.value_ = val
-    h = new_highs()
-    if time_limit_s is not None:
-        h.setOptionValue("time_limit", float(max(time_limit_s, 0.01)))
-    h.passModel(lp)
-    h.run()
-    st = _status_name(h)
-    if st == "unbounded_or_infeasible":
-        h.setOptionValue("presolve", "off")
-        h.run()
-        st = _status_name(h)
-    return st == "infeasible"

@@ -34,6 +34,7 @@ from ..network import Network
 from .. import limits
 from ..result import Result, Verdict
 from ..spec import Spec
+from .dispatch import search_case_dispatch
 
 #: inputs at or below this count use input splitting in ``mode="auto"``
 INPUTSPLIT_MAX_INPUTS = 20
@@ -325,12 +326,3 @@ def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats):
             open_per_case[ci] = still2
             if lbd2 is not None and not lbd2.infeasible:
                 roots[ci] = lbd2  # tighter root (alpha-CROWN) for the search to start from
-
-
-def search_case_dispatch(chosen, network, spec, ci, open_idx, **kw):
-    """Run the chosen search module's ``search_case`` on one case."""
-    if chosen == "inputsplit":
-        from .inputsplit import search_case
-    else:
-        from .cdcl import search_case
-    return search_case(network, spec, ci, open_idx, **kw)
