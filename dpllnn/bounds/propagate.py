@@ -62,6 +62,9 @@ class LayerBounds:
     #: best slopes, float64 (2 * len(sel), n_relus): rows ``0..n-1`` bound ``z`` from below,
     #: rows ``n..2n-1`` bound ``-z`` from below (see :func:`dpllnn.bounds.alpha.rebound_hidden`)
     hidden_alpha: dict | None = None
+    #: graph networks only: the bounds of every node of the graph (``dpllnn.bounds.graph``'s
+    #: SweepState), which later backward passes over the same region relax with
+    sweep: object = None
 
     @property
     def lb(self) -> np.ndarray:

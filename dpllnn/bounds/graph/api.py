@@ -1,0 +1,285 @@
+"""Bounds on graph networks with the contract of :func:`dpllnn.bounds.compute_bounds`.
+
+:func:`graph_bounds` fills a :class:`~dpllnn.bounds.propagate.LayerBounds` whose z space is
+that of :mod:`.gpack` (ReLU nodes in topological order, then the outputs):
+
+- ``ibp``: interval propagation node by node (:func:`.crown.ibp_node`);
+- ``crown``: IBP, and at every ReLU's pre-activation node a backward CROWN pass for the neurons
+  IBP leaves unstable (a stable neuron's bounds enter no later relaxation), intersected with
+  IBP, so never looser than ``ibp``;
+- ``alpha``: ``crown`` plus the objective's lower slopes optimised (:mod:`.alpha`).
+
+Phases clamp the pre-activation bounds (+1: ``lb >= 0``; -1: ``ub <= 0``); a contradiction
+(``lb > ub``) makes the result ``infeasible`` with ``conflict`` the first such flat index.
+``start_layer = k`` reuses ``prev``'s bounds of every node before ReLU node ``k``'s
+pre-activation (they depend on no ReLU ``>= k``).  ``outer`` bounds (valid on a superset of the
+region) are intersected into every recomputed pre-activation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...model.graph import Relu
+from ..pack import ABS_MARGIN
+from ..propagate import LayerBounds
+from .crown import SweepState, backward_lower, ibp_node
+from .gpack import GraphPacked
+
+__all__ = ["graph_bounds", "graph_objective_bounds", "graph_objective_lower_split",
+           "graph_lower_bound_minimisers"]
+
+
+def _box(gp, lb, ub):
+    xl = np.ascontiguousarray(lb, dtype=np.float64).reshape(-1)
+    xu = np.ascontiguousarray(ub, dtype=np.float64).reshape(-1)
+    if xl.shape != (gp.n_inputs,) or xu.shape != (gp.n_inputs,):
+        raise ValueError(f"input box must have shape ({gp.n_inputs},), got {xl.shape}, "
+                         f"{xu.shape}")
+    if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
+        raise ValueError("input box must be finite")
+    return xl, xu
+
+
+def _zphase(gp, phase):
+    zp = np.zeros(gp.n_z, dtype=np.int8)
+    if phase is not None:
+        ph = np.asarray(phase)
+        if ph.shape != (gp.n_relus,):
+            raise ValueError(f"phase must have shape ({gp.n_relus},), got {ph.shape}")
+        zp[: gp.n_relus] = ph
+    return zp
+
+
+def _objective(C, d, n_out):
+    C = np.ascontiguousarray(np.atleast_2d(np.asarray(C, dtype=np.float64)))
+    d = np.zeros(C.shape[0]) if d is None else np.asarray(d, dtype=np.float64).reshape(-1)
+    if C.shape[1] != n_out or d.shape != (C.shape[0],):
+        raise ValueError(f"C must be (m, {n_out}) and d (m,), got {C.shape}, {d.shape}")
+    return C, d
+
+
+def _infeasible(gp, xl, xu, zp, method, conflict, C, z_lb=None, z_ub=None):
+    z_lb = np.full(gp.n_z, np.nan) if z_lb is None else z_lb
+    z_ub = np.full(gp.n_z, np.nan) if z_ub is None else z_ub
+    if conflict >= 0:
+        k, _ = gp.layer_of(conflict)
+        z_lb[gp.zoff[k + 1]:] = np.nan
+        z_ub[gp.zoff[k + 1]:] = np.nan
+    out = LayerBounds(gp, z_lb, z_ub, np.zeros(gp.n_z), zp, xl, xu, True, conflict, method)
+    if C is not None:
+        m = np.atleast_2d(np.asarray(C)).shape[0]
+        out.obj_lower, out.obj_upper = np.full(m, np.inf), np.full(m, -np.inf)
+    return out
+
+
+def _crown_rows(st, v, rows, shape):
+    """CROWN lower and upper bounds of the flat elements ``rows`` of node ``v``."""
+    r = rows.size
+    n = int(np.prod(shape))
+    A = np.zeros((2 * r, n))
+    A[np.arange(r), rows] = 1.0
+    A[r + np.arange(r), rows] = -1.0
+    low = backward_lower(st, v, A.reshape((2 * r,) + tuple(shape)))
+    return low[:r], -low[r:]
+
+
+def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
+                 start_layer: int = 0, prev: LayerBounds | None = None, C=None, d=None,
+                 outer: LayerBounds | None = None, **alpha_kw) -> LayerBounds:
+    """Sound bounds on every ReLU pre-activation and output of a graph (module docstring).
+
+    Parameters and result as for :func:`dpllnn.bounds.compute_bounds` (``method`` in ``ibp``,
+    ``crown``, ``alpha``; ``symbolic`` is computed as ``crown``); the result's ``sweep`` holds
+    the bounds of every node for later objective passes.
+
+    Raises
+    ------
+    ValueError -- bad shapes, a non-finite box, ``start_layer > 0`` without ``prev``
+    """
+    if method == "alpha":
+        from .alpha import graph_alpha_crown
+        return graph_alpha_crown(gp, lb, ub, phase, C, d, start_layer=start_layer, prev=prev,
+                                 outer=outer, **alpha_kw)
+    if method not in ("ibp", "crown", "symbolic"):
+        raise ValueError(f"unknown bound method {method!r}")
+    use_crown = method != "ibp"
+    xl, xu = _box(gp, lb, ub)
+    zp = _zphase(gp, phase)
+    g = gp.graph
+    if np.any(xl > xu):
+        return _infeasible(gp, xl, xu, zp, method, 0, C)
+    nn = len(g.nodes)
+    lo, hi, wa = [None] * nn, [None] * nn, [None] * nn
+    shp0 = (1,) + g.nodes[0].shape
+    lo[0], hi[0] = xl.reshape(shp0), xu.reshape(shp0)
+    wa[0] = np.maximum(np.abs(lo[0]), np.abs(hi[0]))
+    z_lb = np.full(gp.n_z, np.nan)
+    z_ub = np.full(gp.n_z, np.nan)
+    z_wa = np.zeros(gp.n_z)
+    phases = [zp[gp.zoff[k]:gp.zoff[k + 1]] for k in range(gp.n_layers)]
+    st = SweepState(gp, lo, hi, wa, phases)
+    relus_of = {}
+    for k, p in enumerate(gp.pre):
+        relus_of.setdefault(p, []).append(k)
+    first = 1
+    if start_layer > 0:
+        if prev is None or prev.sweep is None:
+            raise ValueError("start_layer > 0 needs prev (from the same graph)")
+        first = gp.pre[start_layer] if start_layer < gp.n_layers else g.output
+        first = max(first, 1)
+        for v in range(first):
+            lo[v], hi[v], wa[v] = (prev.sweep.lo[v].copy(), prev.sweep.hi[v].copy(),
+                                   prev.sweep.wa[v])
+        s = gp.zoff[start_layer]
+        z_lb[:s], z_ub[:s], z_wa[:s] = prev.z_lb[:s], prev.z_ub[:s], prev.wa[:s]
+        for v in range(first):
+            for k in relus_of.get(v, ()):
+                if k < start_layer:
+                    bad = _clamp(gp, st, v, k, z_lb, z_ub)
+                    if bad >= 0:
+                        return _infeasible(gp, xl, xu, zp, method, bad, C, z_lb, z_ub)
+            if isinstance(g.nodes[v].op, Relu):
+                p = g.nodes[v].inputs[0]
+                lo[v], hi[v] = np.maximum(lo[p], 0.0), np.maximum(hi[p], 0.0)
+    o_lb = o_ub = None
+    if outer is not None and not outer.infeasible:
+        o_lb = np.where(np.isnan(outer.z_lb), -np.inf, outer.z_lb)
+        o_ub = np.where(np.isnan(outer.z_ub), np.inf, outer.z_ub)
+    if 0 in relus_of:     # a ReLU straight on the input: its bounds are the box
+        for k in relus_of[0]:
+            bad = _clamp(gp, st, 0, k, z_lb, z_ub, o_lb, o_ub, copy_input=True)
+            if bad >= 0:
+                return _infeasible(gp, xl, xu, zp, method, bad, C, z_lb, z_ub)
+    for v in range(first, nn):
+        nd = g.nodes[v]
+        if isinstance(nd.op, Relu):
+            p = nd.inputs[0]
+            lo[v], hi[v] = np.maximum(lo[p], 0.0), np.maximum(hi[p], 0.0)
+            wa[v] = hi[v]
+            continue
+        lo[v], hi[v], wa[v] = ibp_node(nd.op, [lo[i] for i in nd.inputs],
+                                       [hi[i] for i in nd.inputs], gp.margin_factor)
+        ks = relus_of.get(v, ())
+        is_out = v == g.output
+        if not ks and not is_out:
+            continue
+        if use_crown:
+            l, h = lo[v].reshape(-1), hi[v].reshape(-1)
+            if ks and o_lb is not None:
+                z0, z1 = gp.zoff[ks[0]], gp.zoff[ks[0] + 1]
+                l[:] = np.maximum(l, o_lb[z0:z1])
+                h[:] = np.minimum(h, o_ub[z0:z1])
+            rows = np.flatnonzero((l < 0.0) & (h > 0.0)) if ks else np.arange(l.size)
+            if rows.size:
+                cl, cu = _crown_rows(st, v, rows, nd.shape)
+                l[rows] = np.maximum(l[rows], cl)
+                h[rows] = np.minimum(h[rows], cu)
+        for k in ks:
+            bad = _clamp(gp, st, v, k, z_lb, z_ub, o_lb, o_ub)
+            z_wa[gp.zoff[k]:gp.zoff[k + 1]] = wa[v].reshape(-1)
+            if bad >= 0:
+                return _infeasible(gp, xl, xu, zp, method, bad, C, z_lb, z_ub)
+    zo = gp.zoff[gp.n_layers]
+    z_lb[zo:] = lo[g.output].reshape(-1)
+    z_ub[zo:] = hi[g.output].reshape(-1)
+    z_wa[zo:] = wa[g.output].reshape(-1)
+    out = LayerBounds(gp, z_lb, z_ub, z_wa, zp, xl, xu, False, -1, method)
+    out.sweep = st
+    if C is not None:
+        out.obj_lower, out.obj_upper = graph_objective_bounds(
+            gp, xl, xu, out, C, d, crown=use_crown)
+    return out
+
+
+def _clamp(gp, st, v, k, z_lb, z_ub, o_lb=None, o_ub=None, copy_input=False):
+    """Intersect node ``v`` (pre-activation of ReLU ``k``) with ``outer`` and clamp it by the
+    phases of ``k``; write z block ``k``; return the first contradicted flat index or -1."""
+    z0, z1 = gp.zoff[k], gp.zoff[k + 1]
+    if copy_input:
+        st.lo[v], st.hi[v] = st.lo[v].copy(), st.hi[v].copy()
+    l, h = st.lo[v].reshape(-1), st.hi[v].reshape(-1)
+    if o_lb is not None:
+        l[:] = np.maximum(l, o_lb[z0:z1])
+        h[:] = np.minimum(h, o_ub[z0:z1])
+    ph = st.phase[k]
+    l[ph == 1] = np.maximum(l[ph == 1], 0.0)
+    h[ph == -1] = np.minimum(h[ph == -1], 0.0)
+    z_lb[z0:z1], z_ub[z0:z1] = l, h
+    bad = np.flatnonzero(~(l <= h))
+    return int(z0 + bad[0]) if bad.size else -1
+
+
+def _interval_lower(C, d, lo, hi, gam):
+    amax = np.maximum(np.abs(lo), np.abs(hi))
+    v = np.maximum(C, 0.0) @ lo + np.minimum(C, 0.0) @ hi - d
+    return v - gam * (np.abs(C) @ amax + np.abs(d)) - ABS_MARGIN
+
+
+def graph_objective_bounds(gp, lb, ub, layer_bounds, C, d=None, alpha=None, upper=True,
+                           crown=True):
+    """Bounds on ``C @ y - d`` from ``layer_bounds`` (computed by :func:`graph_bounds` on this
+    box or a superset; ``lb``/``ub`` may be a sub-box).  As
+    :func:`dpllnn.bounds.objective_bounds`: (lower (m,), upper (m,) or None);
+    ``alpha``: dict ReLU number -> lower slopes (m, size) from :mod:`.alpha`."""
+    C, d = _objective(C, d, gp.n_outputs)
+    m = C.shape[0]
+    if layer_bounds.infeasible:
+        return np.full(m, np.inf), (np.full(m, -np.inf) if upper else None)
+    st = _state_on(gp, lb, ub, layer_bounds)
+    out = gp.graph.nodes[gp.graph.output]
+    ylo, yhi = layer_bounds.output_lb, layer_bounds.output_ub
+    lower = _interval_lower(C, d, ylo, yhi, gp.margin_factor)
+    up = -_interval_lower(-C, -d, ylo, yhi, gp.margin_factor) if upper else None
+    if crown:
+        shp = (m,) + out.shape
+        lower = np.maximum(lower, backward_lower(st, gp.graph.output, C.reshape(shp),
+                                                 alphas=alpha) - d)
+        if upper:
+            up = np.minimum(up, -backward_lower(st, gp.graph.output, (-C).reshape(shp)) + d)
+    return lower, up
+
+
+def _state_on(gp, lb, ub, lbd):
+    """The sweep state of ``lbd`` with the input box replaced by ``[lb, ub]`` (a sub-box)."""
+    st = lbd.sweep
+    xl, xu = _box(gp, lb, ub)
+    if np.array_equal(xl, st.lo[0].reshape(-1)) and np.array_equal(xu, st.hi[0].reshape(-1)):
+        return st
+    lo, hi = list(st.lo), list(st.hi)
+    shp0 = st.lo[0].shape
+    lo[0], hi[0] = np.maximum(xl.reshape(shp0), st.lo[0]), np.minimum(xu.reshape(shp0),
+                                                                      st.hi[0])
+    s2 = SweepState(gp, lo, hi, st.wa, st.phase)
+    s2._amax = dict(st._amax)      # the parent's magnitudes bound the sub-box's
+    s2._amax[0] = st.amax(0)
+    return s2
+
+
+def graph_objective_lower_split(gp, lb, ub, layer_bounds, C, d, idx, sgn, alpha=None):
+    """Lower bounds on the rows of ``C @ y - d``, row ``r`` in the child where neuron ``idx[r]``
+    has phase ``sgn[r]`` (as :func:`dpllnn.bounds.objective_lower_split`)."""
+    C, d = _objective(C, d, gp.n_outputs)
+    m = C.shape[0]
+    if layer_bounds.infeasible:
+        return np.full(m, np.inf)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    sgn = np.ascontiguousarray(sgn, dtype=np.int8)
+    if idx.shape != (m,) or sgn.shape != (m,) or np.any((idx < 0) | (idx >= gp.n_relus)):
+        raise ValueError("idx and sgn need one hidden neuron and one phase per row")
+    st = _state_on(gp, lb, ub, layer_bounds)
+    shp = (m,) + gp.graph.nodes[gp.graph.output].shape
+    return backward_lower(st, gp.graph.output, C.reshape(shp), alphas=alpha,
+                          overrides=(idx, sgn)) - d
+
+
+def graph_lower_bound_minimisers(gp, lb, ub, layer_bounds, C, d=None, alpha=None):
+    """The box vertex minimising each row's CROWN lower bound, (m, n_inputs)."""
+    C, d = _objective(C, d, gp.n_outputs)
+    xl, xu = _box(gp, lb, ub)
+    m = C.shape[0]
+    if layer_bounds.infeasible:
+        return np.tile(0.5 * (xl + xu), (m, 1))
+    st = _state_on(gp, lb, ub, layer_bounds)
+    shp = (m,) + gp.graph.nodes[gp.graph.output].shape
+    _, A0 = backward_lower(st, gp.graph.output, C.reshape(shp), alphas=alpha, want_coeffs=True)
+    return np.where(A0 >= 0.0, xl, xu)

@@ -1,0 +1,86 @@
+"""A graph network prepared for the bound engine: the index spaces of :mod:`dpllnn.bounds.pack`
+over a DAG.
+
+*z space*: the pre-activations of ReLU node 0, ReLU node 1, ... (topological order, C order
+inside each), then the outputs: ``zoff[k]:zoff[k+1]`` is ReLU node ``k`` (``k = n_layers`` the
+output), so ``LayerBounds``, phases and SAT variables read "layer" as "ReLU node".
+
+Rounding margin: every computed bound is moved outward by ``margin_factor * mag`` where ``mag``
+bounds the sum of the magnitudes of every term that entered it (Higham's ``gamma_n``; see
+``dpllnn/bounds/pack.py``).  ``N`` bounds the number of terms summed into one result: the
+largest fan-in of any op (a conv output sums ``C_in/g * k^2`` products, its transpose
+``C_out/g * k^2``), plus one term per element of every tensor for the running constant of a
+backward pass (bias terms, relaxation intercepts, the concretisation over the input) and one per
+branch where residual branches meet; the factor 2 covers the rounding of ``mag`` itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..pack import gamma
+
+__all__ = ["GraphPacked", "pack_graph"]
+
+
+@dataclass(frozen=True, eq=False)
+class GraphPacked:
+    """Index spaces and margin of a :class:`dpllnn.model.graph.Graph`.
+
+    Attributes
+    ----------
+    graph : Graph
+    pre : tuple of int -- node index of each ReLU node's pre-activation tensor
+    relu_index : dict -- node index of a ReLU node -> its ReLU number ``k``
+    zoff : ndarray, int64, (n_layers + 2,) -- z-space offsets (module docstring)
+    n_layers, n_inputs, n_outputs, n_relus, n_z : int
+    margin_factor : float -- ``2 gamma_N``
+    """
+
+    graph: object
+    pre: tuple
+    relu_index: dict
+    zoff: np.ndarray
+    n_layers: int
+    n_inputs: int
+    n_outputs: int
+    n_relus: int
+    n_z: int
+    margin_factor: float
+
+    is_graph = True
+
+    @property
+    def layer_offsets(self) -> np.ndarray:
+        return self.zoff[: self.n_layers + 1]
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [int(s) for s in np.diff(self.zoff[: self.n_layers + 1])]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """``[n_inputs, size of ReLU node 0, ..., n_outputs]`` (as ``PackedNet.sizes``)."""
+        return np.array([self.n_inputs] + self.hidden_sizes + [self.n_outputs], dtype=np.int64)
+
+    def layer_of(self, idx: int) -> tuple[int, int]:
+        """``(ReLU node k, j)`` of a flat neuron index."""
+        k = int(np.searchsorted(self.zoff, idx, side="right") - 1)
+        return k, int(idx - self.zoff[k])
+
+
+def pack_graph(graph) -> GraphPacked:
+    """Prepare ``graph`` (a :class:`dpllnn.model.graph.Graph`) for the bound engine."""
+    pre = tuple(graph.nodes[k].inputs[0] for k in graph.relu_nodes)
+    relu_index = {k: r for r, k in enumerate(graph.relu_nodes)}
+    sizes = [graph.nodes[k].size for k in graph.relu_nodes] + [graph.n_outputs]
+    zoff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    total = sum(nd.size for nd in graph.nodes)
+    fan = max([getattr(nd.op, "fan_in", 1) for nd in graph.nodes[1:]] + [1])
+    n_merge = sum(max(0, len(c) - 1) for c in graph.consumers)
+    N = 2 * (total + graph.n_inputs) + 2 * fan + 4 * (len(graph.nodes) + n_merge) + 32
+    return GraphPacked(graph=graph, pre=pre, relu_index=relu_index, zoff=zoff,
+                       n_layers=len(pre), n_inputs=graph.n_inputs, n_outputs=graph.n_outputs,
+                       n_relus=int(zoff[len(pre)]), n_z=int(zoff[-1]),
+                       margin_factor=2.0 * gamma(N))
