@@ -31,6 +31,8 @@ _DEPTH_REL = 1e-4     # PGD stops early once margin < -_DEPTH_REL * scale (safel
 
 def _forward_masks(network: Network, X: np.ndarray):
     """Forward pass keeping the ReLU masks. X (batch, n_in) -> (Y (batch, n_out), masks)."""
+    if getattr(network, "is_graph", False):
+        return network.forward_masks(X)
     a = X
     masks = []
     last = len(network.affines) - 1
@@ -49,6 +51,8 @@ def _backward(network: Network, masks, G: np.ndarray, leak: float = 0.0) -> np.n
     """Backpropagate output cotangents G (batch, n_out) to the input (batch, n_in).
 
     ``leak > 0`` gives inactive neurons that slope (a leaky-ReLU surrogate gradient)."""
+    if getattr(network, "is_graph", False):     # one reverse-mode pass through the DAG
+        return network.backward(masks, G, leak)
     for k in range(len(network.affines) - 1, -1, -1):
         G = G @ network.affines[k].W
         if k > 0:

@@ -89,14 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _load(args, need_spec=True, graph_ok=True):
+def _load(args, need_spec=True):
     from .io.onnx_import import load_onnx
     from .io.vnnlib import parse_vnnlib
 
     net = load_onnx(args.network)
-    if not graph_ok and getattr(net, "is_graph", False):
-        raise DpllnnError(f"{args.network}: '{args.command}' does not take graph networks "
-                          "(conv / residual) yet; only chains of dense layers")
     spec = None
     if getattr(args, "spec", None):
         spec = parse_vnnlib(args.spec, n_inputs=net.n_inputs, n_outputs=net.n_outputs)
@@ -112,7 +109,7 @@ def cmd_verify(args) -> int:
     from . import START_MONOTONIC
 
     t0 = START_MONOTONIC  # the timeout covers start-up and loading too
-    net, spec = _load(args, graph_ok=False)
+    net, spec = _load(args)
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
     from .search.portfolio import default_workers
     workers = args.workers if args.workers is not None else default_workers()
@@ -191,7 +188,7 @@ def _interleave(net):
 def cmd_bounds(args) -> int:
     from .bounds.report import bounds_report
 
-    net, spec = _load(args, graph_ok=False)
+    net, spec = _load(args)
     rep = bounds_report(net, spec, method=args.method)
     if args.json:
         print(json.dumps(rep))

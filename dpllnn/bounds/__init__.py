@@ -84,7 +84,8 @@ from CROWN's slopes and keeps the best per row, so it is never looser than CROWN
 """
 from .alpha import alpha_crown, optimise_alpha
 from .compute import compute_bounds
-from .pack import PackedNet, pack
+from .pack import PackedNet
+from .pack import pack as _pack_dense
 from .warm import warmup
 from .propagate import (METHODS, LayerBounds, batch_crown, batch_objective_bounds,
                         interval_objective_bounds, lower_bound_minimisers, objective_bounds,
@@ -96,6 +97,16 @@ __all__ = ["PackedNet", "pack", "LayerBounds", "compute_bounds", "objective_boun
            "lower_bound_minimisers",
            "interval_objective_bounds", "batch_objective_bounds", "batch_crown", "alpha_crown", "optimise_alpha", "METHODS",
            "babsr_scores", "bounds_report", "warmup"]
+
+
+def pack(network):
+    """``network`` prepared for the bound engine: a :class:`PackedNet` for a dense chain
+    (:class:`dpllnn.network.Network`), a :class:`~dpllnn.bounds.graph.gpack.GraphPacked` for a
+    graph; both expose the z-space attributes of the contract above."""
+    if getattr(network, "is_graph", False):
+        from .graph.gpack import pack_graph
+        return pack_graph(network)
+    return _pack_dense(network)
 
 
 def __getattr__(name):

@@ -74,6 +74,9 @@ def optimise_alpha(packed: PackedNet, xl, xu, base: LayerBounds, C, d, iters: in
 
     Returns ``(lower (m,), alpha (m, n_relus))`` as :func:`optimise_rows`.
     """
+    if getattr(packed, "is_graph", False):
+        from .graph.alpha import graph_optimise_alpha
+        return graph_optimise_alpha(packed, xl, xu, base, C, d, iters, lr, alpha0)
     L = packed.n_layers
     zL = packed.zoff[L]
     wa_L = base.wa[zL:]
@@ -193,6 +196,10 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
         the interval/CROWN bound and the best alpha bound per row, ``obj_upper`` from CROWN on the
         same intermediate bounds, ``alpha`` the best slopes, ``method = "alpha"``.
     """
+    if getattr(packed, "is_graph", False):
+        from .graph.alpha import graph_alpha_crown
+        return graph_alpha_crown(packed, lb, ub, phase, C, d, iters, lr, start_layer, prev,
+                                 alpha0=alpha0, base=base)
     xl, xu = _box(packed, lb, ub)
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]

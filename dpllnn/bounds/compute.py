@@ -53,6 +53,10 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
     -------
     LayerBounds
     """
+    if getattr(packed, "is_graph", False):
+        from .graph.api import graph_bounds
+        return graph_bounds(packed, lb, ub, phase, method, start_layer, prev, C=C, d=d,
+                            outer=outer, **alpha_kw)
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; choose from {METHODS}")
     if method == "alpha":

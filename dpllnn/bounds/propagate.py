@@ -3,13 +3,12 @@
 contract; :func:`dpllnn.bounds.compute.compute_bounds` is the entry point over every method."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from . import kernels as K
 from .kernels_batch import crown_batch, crown_batch_parallel
 from .kernels_sym import symbolic_batch
+from .layers import LayerBounds
 from .pack import PackedNet
 from .threads import kernel_threads
 
@@ -17,101 +16,6 @@ METHODS = ("ibp", "symbolic", "crown", "alpha")
 #: the methods of :func:`propagate_bounds` (alpha-CROWN: :mod:`dpllnn.bounds.alpha`)
 _PROPAGATE_METHODS = ("ibp", "symbolic", "crown")
 _EMPTY2 = np.zeros((0, 0))
-
-
-@dataclass
-class LayerBounds:
-    """Sound pre-activation bounds of every layer on one input box under a phase assignment.
-
-    Attributes
-    ----------
-    z_lb, z_ub : ndarray, float64, shape (n_z,)
-        Bounds of all affine outputs (hidden neurons, then outputs), clamped by phase.
-    wa : ndarray, float64, shape (n_z,)
-        Magnitudes ``|W_k| max|a_{k-1}| + |b_k|`` used for the rounding margin of later passes.
-    z_phase : ndarray, int8, shape (n_z,)
-        The phase used (zeros on outputs).
-    xl, xu : ndarray, float64, shape (n_inputs,)
-        The input box.
-    infeasible : bool
-        True iff the phases contradict the bounds (some ``lb > ub``): the branch is empty.
-    conflict : int
-        Flat index of the first neuron found with ``lb > ub``, or -1.  Layers after it hold NaN.
-    obj_lower, obj_upper : ndarray (m,) or None
-        Bounds on ``C @ y - d`` when ``C`` was given (``+inf`` / ``-inf`` when infeasible).
-    method : str
-    alpha : ndarray (m, n_relus) or None
-        Optimised lower slopes (alpha-CROWN only), reusable in :func:`objective_bounds`.
-    """
-
-    packed: PackedNet
-    z_lb: np.ndarray
-    z_ub: np.ndarray
-    wa: np.ndarray
-    z_phase: np.ndarray
-    xl: np.ndarray
-    xu: np.ndarray
-    infeasible: bool
-    conflict: int
-    method: str
-    obj_lower: np.ndarray | None = None
-    obj_upper: np.ndarray | None = None
-    alpha: np.ndarray | None = None
-    #: alpha-CROWN with ``intermediate=True`` only: per hidden layer ``k >= 1``, ``(sel, slopes)``
-    #: -- the neurons of layer ``k`` it optimised (int64 indices within the layer) and their
-    #: best slopes, float64 (2 * len(sel), n_relus): rows ``0..n-1`` bound ``z`` from below,
-    #: rows ``n..2n-1`` bound ``-z`` from below (see :func:`dpllnn.bounds.alpha.rebound_hidden`)
-    hidden_alpha: dict | None = None
-    #: graph networks only: the bounds of every node of the graph (``dpllnn.bounds.graph``'s
-    #: SweepState), which later backward passes over the same region relax with
-    sweep: object = None
-
-    @property
-    def lb(self) -> np.ndarray:
-        """Hidden pre-activation lower bounds, flat layer-major, (n_relus,) view."""
-        return self.z_lb[: self.packed.n_relus]
-
-    @property
-    def ub(self) -> np.ndarray:
-        return self.z_ub[: self.packed.n_relus]
-
-    @property
-    def phase(self) -> np.ndarray:
-        return self.z_phase[: self.packed.n_relus]
-
-    @property
-    def output_lb(self) -> np.ndarray:
-        return self.z_lb[self.packed.n_relus:]
-
-    @property
-    def output_ub(self) -> np.ndarray:
-        return self.z_ub[self.packed.n_relus:]
-
-    def layer(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(lb, ub)`` views of affine layer ``k`` (``k = n_layers`` is the output)."""
-        z = self.packed.zoff
-        return self.z_lb[z[k]:z[k + 1]], self.z_ub[z[k]:z[k + 1]]
-
-    @property
-    def stable_inactive(self) -> np.ndarray:
-        """Bool (n_relus,): phase -1, or unassigned with ``ub <= 0``."""
-        ph = self.phase
-        return (ph == -1) | ((ph == 0) & (self.ub <= 0.0))
-
-    @property
-    def stable_active(self) -> np.ndarray:
-        """Bool (n_relus,): phase +1, or unassigned with ``lb >= 0`` (and not ``ub <= 0``)."""
-        ph = self.phase
-        return (ph == 1) | ((ph == 0) & (self.lb >= 0.0) & (self.ub > 0.0))
-
-    @property
-    def unstable(self) -> np.ndarray:
-        """Bool (n_relus,): unassigned with ``lb < 0 < ub``."""
-        return (self.phase == 0) & (self.lb < 0.0) & (self.ub > 0.0)
-
-    @property
-    def n_unstable(self) -> int:
-        return int(np.count_nonzero(self.unstable))
 
 
 def _box(packed: PackedNet, lb, ub) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +180,9 @@ def objective_bounds(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, C, d=
         Sound bounds (``+inf``/``-inf`` if ``layer_bounds.infeasible``); the lower bound is also
         at least the interval bound over the output box of ``layer_bounds``.
     """
+    if getattr(packed, "is_graph", False):
+        from .graph.api import graph_objective_bounds
+        return graph_objective_bounds(packed, lb, ub, layer_bounds, C, d, alpha, upper)
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]
     if layer_bounds.infeasible:
@@ -333,6 +240,9 @@ def objective_lower_split(packed: PackedNet, lb, ub, layer_bounds: LayerBounds, 
     -------
     ndarray, float64, shape (m,) (``+inf`` if ``layer_bounds.infeasible``)
     """
+    if getattr(packed, "is_graph", False):
+        from .graph.api import graph_objective_lower_split
+        return graph_objective_lower_split(packed, lb, ub, layer_bounds, C, d, idx, sgn, alpha)
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]
     if layer_bounds.infeasible:
@@ -365,6 +275,9 @@ def lower_bound_minimisers(packed: PackedNet, lb, ub, layer_bounds: LayerBounds,
     ndarray, float64, shape (m, n_inputs) -- one box vertex per row (the box centre for every
     row if ``layer_bounds.infeasible``).
     """
+    if getattr(packed, "is_graph", False):
+        from .graph.api import graph_lower_bound_minimisers
+        return graph_lower_bound_minimisers(packed, lb, ub, layer_bounds, C, d, alpha)
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]
     xl, xu = _box(packed, lb, ub)

@@ -27,6 +27,9 @@ def backward_coefficients(packed: PackedNet, layer_bounds: LayerBounds, C, d=Non
     lower : ndarray, shape (m,)
         The corresponding lower bounds of ``C @ y - d``.
     """
+    if getattr(packed, "is_graph", False):
+        from .graph.alpha import graph_backward_coefficients
+        return graph_backward_coefficients(packed, layer_bounds, C, d, alpha)
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]
     lbd = layer_bounds

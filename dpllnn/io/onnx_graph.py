@@ -29,7 +29,8 @@ import onnx
 
 from ..errors import OnnxError, UnsupportedOperator
 from ..model.graph import Graph, InputOp, Node, Relu
-from ..model.ops import Concat, Conv, Dense, Pad, Reshape, Scale, Slice, Sum, Transpose
+from ..model.ops import (Concat, Conv, Dense, Pad, Reshape, Scale, Slice, Sum, Transpose,
+                         conv_output_size)
 from . import onnx_import as chain
 
 __all__ = ["graph_from_model", "GRAPH_OPS"]
@@ -248,12 +249,19 @@ def _op_maxpool(b, node, v, attrs):
     C = x.shape[1]
     elems, valid = [], []
     probe_shape = (1, 1) + tuple(x.shape[2:])
+    # each window element is a strided Slice of the (zero-)padded input
+    src = b.add(Pad(x.shape, (0, 0) + full[:nsp] + (0, 0) + full[nsp:]), x) if any(full) else x
+    probe_in = np.ones((1,) + probe_shape)
+    if any(full):
+        probe_in = Pad(probe_shape, (0, 0) + full[:nsp] + (0, 0) + full[nsp:]).forward(probe_in)
+    osz = [conv_output_size(n, k[a], s[a], d[a], full[a], full[nsp + a])
+           for a, n in enumerate(x.shape[2:])]
     for off in np.ndindex(*k):
-        W = np.zeros((C, 1) + k)
-        W[(slice(None), 0) + off] = 1.0
-        elems.append(b.add(Conv(W, np.zeros(C), x.shape, s, d, full, C), x))
-        probe = Conv(W[:1], np.zeros(1), probe_shape, s, d, full, 1)
-        valid.append(probe.forward(np.ones((1,) + probe_shape))[0])   # 1 inside, 0 on the pad
+        index = [(0, src.shape[0], 1), (0, C, 1)] + [
+            (off[a] * d[a], off[a] * d[a] + s[a] * (osz[a] - 1) + 1, s[a]) for a in range(nsp)]
+        sl = Slice(src.shape, index)
+        elems.append(b.add(sl, src))
+        valid.append(sl.forward(probe_in)[0])                  # 1 inside, 0 on the pad
     if any(np.any(v == 0.0) for v in valid):
         # ONNX pads MaxPool with -inf: a window element on the border is replaced by the
         # window's first element inside the input (max(a, a) = a), all linear

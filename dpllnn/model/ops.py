@@ -276,11 +276,14 @@ class Conv(LinearOp):
         cols = self._cols(X.reshape((B * N,) + self.in_shape[1:]))
         Bp, C, Ho, Wo, kh, kw = cols.shape
         cg = C // g
-        out = np.empty((Bp, g, Wg.shape[1], Ho, Wo))
-        for gi in range(g):
-            c = cols[:, gi * cg:(gi + 1) * cg]                        # (B', cg, Ho, Wo, kh, kw)
-            c = c.transpose(0, 2, 3, 1, 4, 5).reshape(Bp, Ho, Wo, cg * kh * kw)
-            out[:, gi] = (c @ Wg[gi].T).transpose(0, 3, 1, 2)
+        if g == 1:      # one GEMM: (B' Ho Wo, C kh kw) x (C kh kw, C_out)
+            c = cols.transpose(0, 2, 3, 1, 4, 5).reshape(Bp, Ho, Wo, cg * kh * kw)
+            out = (c @ Wg[0].T).transpose(0, 3, 1, 2)
+            return np.ascontiguousarray(out).reshape((B,) + self._out_shape)
+        # grouped / depthwise: one batched GEMM over the groups
+        c = cols.reshape(Bp, g, cg, Ho, Wo, kh, kw).transpose(0, 1, 2, 5, 6, 3, 4)
+        c = c.reshape(Bp, g, cg * kh * kw, Ho * Wo)
+        out = np.matmul(Wg[None], c)                                  # (B', g, C_out/g, HoWo)
         return out.reshape((B,) + self._out_shape)
 
     def _bias_shape(self):
@@ -303,18 +306,20 @@ class Conv(LinearOp):
         C = self.in_shape[1]
         cg = C // g
         cog = self.W.shape[0] // g
-        Ar = A.reshape(m * N, g, cog, Ho, Wo)
         Hp, Wp = self._sp[0] + pt + pb, self._sp[1] + pl + pr
         Xp = np.zeros((m * N, C, Hp, Wp))
-        for gi in range(g):
-            a = Ar[:, gi].transpose(0, 2, 3, 1)                       # (mN, Ho, Wo, cog)
-            cols = (a @ self._Wg[gi]).reshape(m * N, Ho, Wo, cg, kh, kw)
-            blk = Xp[:, gi * cg:(gi + 1) * cg]
-            for i in range(kh):
-                for j in range(kw):
-                    blk[:, :, i * dh:i * dh + sh * (Ho - 1) + 1:sh,
-                        j * dw:j * dw + sw * (Wo - 1) + 1:sw] += \
-                        cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+        if g == 1:
+            a = A.reshape(m * N, cog, Ho, Wo).transpose(0, 2, 3, 1)    # (mN, Ho, Wo, C_out)
+            cols = (a @ self._Wg[0]).reshape(m * N, Ho, Wo, cg, kh, kw).transpose(
+                0, 3, 4, 5, 1, 2)                                      # (mN, C, kh, kw, Ho, Wo)
+        else:
+            a = A.reshape(m * N, g, cog, Ho * Wo)
+            cols = np.matmul(self._Wg.transpose(0, 2, 1)[None], a)    # (mN, g, cg k k, HoWo)
+            cols = cols.reshape(m * N, C, kh, kw, Ho, Wo)
+        for i in range(kh):     # col2im: one strided scatter-add per kernel offset
+            for j in range(kw):
+                Xp[:, :, i * dh:i * dh + sh * (Ho - 1) + 1:sh,
+                   j * dw:j * dw + sw * (Wo - 1) + 1:sw] += cols[:, :, i, j]
         X = Xp[:, :, pt:pt + self._sp[0], pl:pl + self._sp[1]]
         return (np.ascontiguousarray(X).reshape((m,) + self.in_shape),)
 

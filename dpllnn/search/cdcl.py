@@ -160,8 +160,10 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         theory.reset_root(None)
     if not theory.root_infeasible:
         theory.fit_alpha()
-    if not theory.root_infeasible:
-        # cells and relaxations on one incremental layered LP per case
+    if not theory.root_infeasible and not getattr(network, "is_graph", False):
+        # cells and relaxations on one incremental layered LP per case (dense chains; a graph's
+        # complete assignments are blocked without an LP, so its search proves unsat only by
+        # bounds, never by an LP certificate)
         r = theory.snaps[0].lbd
         theory.llp = LayeredLP(network, theory.C, theory.d, theory.lb, theory.ub, r.lb, r.ub)
         if ASYNC_LP:

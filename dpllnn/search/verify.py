@@ -91,6 +91,13 @@ def attack_starts(packed, case, open_idx, lbd):
 
 
 def choose_mode(network: Network, mode: str) -> str:
+    if getattr(network, "is_graph", False):
+        # input splitting runs the dense batch kernels; a graph is searched over its phases
+        if mode == "inputsplit":
+            from ..errors import DpllnnError
+            raise DpllnnError("--mode inputsplit takes only chains of dense layers; this network "
+                             "is a graph (conv / residual)")
+        return "cdcl"
     if mode == "auto":
         return "inputsplit" if network.n_inputs <= INPUTSPLIT_MAX_INPUTS else "cdcl"
     if mode not in ("inputsplit", "cdcl"):

@@ -17,7 +17,8 @@ import numpy as np
 from ...model.graph import Relu
 from .crown import backward_lower
 
-__all__ = ["graph_alpha_crown", "alpha_lower_and_grad"]
+__all__ = ["graph_alpha_crown", "graph_optimise_alpha", "alpha_lower_and_grad",
+           "graph_backward_coefficients"]
 
 
 def alpha_lower_and_grad(st, target, A, alpha):
@@ -39,7 +40,8 @@ def alpha_lower_and_grad(st, target, A, alpha):
             k = gp.relu_index[v]
             z = vals[nd.inputs[0]].reshape(m, -1)
             if k in tape:
-                Ap, lo_s, up_s, icpt = tape[k]
+                Af, lo_s, up_s, icpt = tape[k]
+                Ap = np.maximum(Af, 0.0)
                 lo_s = np.broadcast_to(lo_s, z.shape)
                 grad[:, gp.zoff[k]:gp.zoff[k + 1]] = Ap * z * ((up_s != 1.0) & (up_s != 0.0))
                 out = np.where(Ap > 0.0, lo_s * z, up_s * z + icpt)
@@ -49,6 +51,56 @@ def alpha_lower_and_grad(st, target, A, alpha):
         else:
             vals[v] = nd.op.forward(*[vals[i] for i in nd.inputs])
     return lower, grad
+
+
+def graph_backward_coefficients(gp, lbd, C, d=None, alpha=None):
+    """CROWN's coefficient of each objective row on every ReLU output, (m, n_relus), and the
+    lower bounds (m,) (as :func:`dpllnn.bounds.scores.backward_coefficients`)."""
+    from .api import _objective
+    C, d = _objective(C, d, gp.n_outputs)
+    m = C.shape[0]
+    tape = {}
+    shp = (m,) + gp.graph.nodes[gp.graph.output].shape
+    lower = backward_lower(lbd.sweep, gp.graph.output, C.reshape(shp), alphas=alpha, tape=tape)
+    lam = np.zeros((m, gp.n_relus))
+    for k, (Af, _, _, _) in tape.items():
+        lam[:, gp.zoff[k]:gp.zoff[k + 1]] = Af
+    return lam, lower - d
+
+
+def graph_optimise_alpha(gp, xl, xu, base, C, d, iters: int = 20, lr: float = 0.1,
+                         alpha0=None, deadline=None):
+    """Optimise the objective's slopes on ``base``'s intermediate bounds (not modified).
+
+    Returns ``(lower (m,), alpha (m, n_relus))``: per row the best bound found (never below
+    the adaptive slopes' CROWN bound) and its slopes."""
+    import time
+
+    from .api import _objective, _state_on
+    C, d = _objective(C, d, gp.n_outputs)
+    m = C.shape[0]
+    st = _state_on(gp, xl, xu, base)
+    shp = (m,) + gp.graph.nodes[gp.graph.output].shape
+    A = C.reshape(shp)
+    alpha = _initial_alpha(base, m) if alpha0 is None else np.clip(np.array(alpha0), 0.0, 1.0)
+    best = np.full(m, -np.inf)
+    best_alpha = alpha.copy()
+    mom, vel = np.zeros_like(alpha), np.zeros_like(alpha)
+    b1, b2 = 0.9, 0.999
+    for t in range(1, iters + 2):
+        low, grad = alpha_lower_and_grad(st, gp.graph.output, A, alpha)
+        low = low - d
+        better = low > best
+        best[better] = low[better]
+        best_alpha[better] = alpha[better]
+        if t > iters or np.all(best > 0.0) or (deadline is not None
+                                               and time.monotonic() > deadline):
+            break
+        mom = b1 * mom + (1 - b1) * grad
+        vel = b2 * vel + (1 - b2) * grad * grad
+        step = lr * (mom / (1 - b1 ** t)) / (np.sqrt(vel / (1 - b2 ** t)) + 1e-12)
+        alpha = np.clip(alpha + step, 0.0, 1.0)
+    return best, best_alpha
 
 
 def _initial_alpha(lbd, m):
@@ -69,8 +121,6 @@ def graph_alpha_crown(gp, lb, ub, phase, C, d=None, iters: int = 20, lr: float =
     LayerBounds -- ``method = "alpha"``, ``obj_lower`` the best of CROWN and the optimised
     slopes per row, ``alpha`` (m, n_relus) the best slopes
     """
-    import time
-
     from .api import _objective, graph_bounds, graph_objective_bounds
     C, d = _objective(C, d, gp.n_outputs)
     m = C.shape[0]
@@ -82,33 +132,9 @@ def graph_alpha_crown(gp, lb, ub, phase, C, d=None, iters: int = 20, lr: float =
     base.method = "alpha"
     if base.infeasible:
         return base
-    st = base.sweep
-    shp = (m,) + gp.graph.nodes[gp.graph.output].shape
-    A = C.reshape(shp)
-    alpha = _initial_alpha(base, m) if alpha0 is None else np.clip(np.array(alpha0), 0.0, 1.0)
-    best = base.obj_lower.copy()
-    best_alpha = alpha.copy()
-    mom, vel = np.zeros_like(alpha), np.zeros_like(alpha)
-    b1, b2 = 0.9, 0.999
-    for t in range(1, iters + 1):
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        low, grad = alpha_lower_and_grad(st, gp.graph.output, A, alpha)
-        low = low - d
-        better = low > best
-        best[better] = low[better]
-        best_alpha[better] = alpha[better]
-        if np.all(best > 0.0):
-            break
-        mom = b1 * mom + (1 - b1) * grad
-        vel = b2 * vel + (1 - b2) * grad * grad
-        step = lr * (mom / (1 - b1 ** t)) / (np.sqrt(vel / (1 - b2 ** t)) + 1e-12)
-        alpha = np.clip(alpha + step, 0.0, 1.0)
-    if iters > 0 and not np.all(best > 0.0):
-        low = alpha_lower_and_grad(st, gp.graph.output, A, alpha)[0] - d
-        better = low > best
-        best[better] = low[better]
-        best_alpha[better] = alpha[better]
+    lower, alpha = graph_optimise_alpha(gp, lb, ub, base, C, d, iters, lr, alpha0, deadline)
+    best = np.maximum(base.obj_lower, lower)
+    best_alpha = alpha
     base.obj_lower = best
     base.alpha = best_alpha
     return base

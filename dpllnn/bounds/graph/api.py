@@ -6,7 +6,8 @@ that of :mod:`.gpack` (ReLU nodes in topological order, then the outputs):
 - ``ibp``: interval propagation node by node (:func:`.crown.ibp_node`);
 - ``crown``: IBP, and at every ReLU's pre-activation node a backward CROWN pass for the neurons
   IBP leaves unstable (a stable neuron's bounds enter no later relaxation), intersected with
-  IBP, so never looser than ``ibp``;
+  the IBP of that node computed from the already tightened inputs (so no looser than ``ibp``
+  but for the rounding margins, which differ by ~1e-16 relative);
 - ``alpha``: ``crown`` plus the objective's lower slopes optimised (:mod:`.alpha`).
 
 Phases clamp the pre-activation bounds (+1: ``lb >= 0``; -1: ``ub <= 0``); a contradiction
@@ -21,7 +22,7 @@ import numpy as np
 
 from ...model.graph import Relu
 from ..pack import ABS_MARGIN
-from ..propagate import LayerBounds
+from ..layers import LayerBounds
 from .crown import SweepState, backward_lower, ibp_node
 from .gpack import GraphPacked
 
@@ -235,7 +236,8 @@ def graph_objective_bounds(gp, lb, ub, layer_bounds, C, d=None, alpha=None, uppe
         lower = np.maximum(lower, backward_lower(st, gp.graph.output, C.reshape(shp),
                                                  alphas=alpha) - d)
         if upper:
-            up = np.minimum(up, -backward_lower(st, gp.graph.output, (-C).reshape(shp)) + d)
+            # upper(C y - d) = -lower(-C y) - d
+            up = np.minimum(up, -backward_lower(st, gp.graph.output, (-C).reshape(shp)) - d)
     return lower, up
 
 
@@ -268,8 +270,11 @@ def graph_objective_lower_split(gp, lb, ub, layer_bounds, C, d, idx, sgn, alpha=
         raise ValueError("idx and sgn need one hidden neuron and one phase per row")
     st = _state_on(gp, lb, ub, layer_bounds)
     shp = (m,) + gp.graph.nodes[gp.graph.output].shape
-    return backward_lower(st, gp.graph.output, C.reshape(shp), alphas=alpha,
-                          overrides=(idx, sgn)) - d
+    low = backward_lower(st, gp.graph.output, C.reshape(shp), alphas=alpha,
+                         overrides=(idx, sgn)) - d
+    # the parent's output box holds on the child too (as in the dense engine)
+    return np.maximum(low, _interval_lower(C, d, layer_bounds.output_lb, layer_bounds.output_ub,
+                                           gp.margin_factor))
 
 
 def graph_lower_bound_minimisers(gp, lb, ub, layer_bounds, C, d=None, alpha=None):

@@ -117,7 +117,7 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
         having phase ``sgn[r]`` (the two children of a split in one pass; -1 in ``idx``: none)
     want_coeffs : bool -- also return the input coefficients (m, n_inputs)
     tape : dict, optional -- filled with what the alpha gradient needs: ``tape[k]`` =
-        ``(A+ at the ReLU's output, lower slopes, upper slopes, intercepts)`` per ReLU number
+        ``(coefficients at the ReLU's output, lower slopes, upper slopes, intercepts)`` per ReLU number
         (the rows are not chunked when a tape is asked for)
 
     Returns
@@ -164,7 +164,7 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
             An = Af - Ap
             Apre = Ap * lo_s + An * up_s
             if tape is not None:
-                tape[k] = (Ap, lo_s, up_s, icpt)
+                tape[k] = (Af, lo_s, up_s, icpt)
             t = An * icpt
             const += t.sum(axis=1)
             mag += np.abs(t).sum(axis=1) + np.abs(Apre) @ st.amax(p)
