@@ -7,6 +7,9 @@ import numpy as np
 
 __all__ = ["LayerBounds"]
 
+# argument checks and the infeasible result, shared by the dense and the graph engine (both
+# pass an object with the z-space attributes n_inputs, n_outputs, n_relus, n_z, zoff, layer_of)
+
 
 @dataclass
 class LayerBounds:
@@ -101,3 +104,48 @@ class LayerBounds:
     @property
     def n_unstable(self) -> int:
         return int(np.count_nonzero(self.unstable))
+
+
+def _box(packed, lb, ub) -> tuple[np.ndarray, np.ndarray]:
+    xl = np.ascontiguousarray(lb, dtype=np.float64).reshape(-1)
+    xu = np.ascontiguousarray(ub, dtype=np.float64).reshape(-1)
+    if xl.shape != (packed.n_inputs,) or xu.shape != (packed.n_inputs,):
+        raise ValueError(f"input box must have shape ({packed.n_inputs},), got {xl.shape}, {xu.shape}")
+    if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
+        raise ValueError("input box must be finite")
+    return xl, xu
+
+
+def _zphase(packed, phase) -> np.ndarray:
+    zp = np.zeros(packed.n_z, dtype=np.int8)
+    if phase is not None:
+        ph = np.asarray(phase)
+        if ph.shape != (packed.n_relus,):
+            raise ValueError(f"phase must have shape ({packed.n_relus},), got {ph.shape}")
+        zp[: packed.n_relus] = ph
+    return zp
+
+
+def _objective(C, d, n_out) -> tuple[np.ndarray, np.ndarray]:
+    C = np.ascontiguousarray(np.atleast_2d(np.asarray(C, dtype=np.float64)))
+    if d is None:
+        d = np.zeros(C.shape[0])
+    d = np.ascontiguousarray(np.asarray(d, dtype=np.float64).reshape(-1))
+    if C.shape[1] != n_out or d.shape != (C.shape[0],):
+        raise ValueError(f"C must be (m, {n_out}) and d (m,), got {C.shape}, {d.shape}")
+    return C, d
+
+
+def _infeasible(packed, xl, xu, zp, method, conflict, C, z_lb=None, z_ub=None) -> LayerBounds:
+    z_lb = np.full(packed.n_z, np.nan) if z_lb is None else z_lb
+    z_ub = np.full(packed.n_z, np.nan) if z_ub is None else z_ub
+    if conflict >= 0:
+        k, _ = packed.layer_of(conflict)
+        z_lb[packed.zoff[k + 1]:] = np.nan
+        z_ub[packed.zoff[k + 1]:] = np.nan
+    out = LayerBounds(packed, z_lb, z_ub, np.zeros(packed.n_z), zp, xl, xu, True, conflict, method)
+    if C is not None:
+        m = np.atleast_2d(np.asarray(C)).shape[0]
+        out.obj_lower = np.full(m, np.inf)
+        out.obj_upper = np.full(m, -np.inf)
+    return out

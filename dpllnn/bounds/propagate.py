@@ -8,7 +8,7 @@ import numpy as np
 from . import kernels as K
 from .kernels_batch import crown_batch, crown_batch_parallel
 from .kernels_sym import symbolic_batch
-from .layers import LayerBounds
+from .layers import LayerBounds, _box, _infeasible, _objective, _zphase
 from .pack import PackedNet
 from .threads import kernel_threads
 
@@ -16,36 +16,6 @@ METHODS = ("ibp", "symbolic", "crown", "alpha")
 #: the methods of :func:`propagate_bounds` (alpha-CROWN: :mod:`dpllnn.bounds.alpha`)
 _PROPAGATE_METHODS = ("ibp", "symbolic", "crown")
 _EMPTY2 = np.zeros((0, 0))
-
-
-def _box(packed: PackedNet, lb, ub) -> tuple[np.ndarray, np.ndarray]:
-    xl = np.ascontiguousarray(lb, dtype=np.float64).reshape(-1)
-    xu = np.ascontiguousarray(ub, dtype=np.float64).reshape(-1)
-    if xl.shape != (packed.n_inputs,) or xu.shape != (packed.n_inputs,):
-        raise ValueError(f"input box must have shape ({packed.n_inputs},), got {xl.shape}, {xu.shape}")
-    if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
-        raise ValueError("input box must be finite")
-    return xl, xu
-
-
-def _zphase(packed: PackedNet, phase) -> np.ndarray:
-    zp = np.zeros(packed.n_z, dtype=np.int8)
-    if phase is not None:
-        ph = np.asarray(phase)
-        if ph.shape != (packed.n_relus,):
-            raise ValueError(f"phase must have shape ({packed.n_relus},), got {ph.shape}")
-        zp[: packed.n_relus] = ph
-    return zp
-
-
-def _objective(C, d, n_out) -> tuple[np.ndarray, np.ndarray]:
-    C = np.ascontiguousarray(np.atleast_2d(np.asarray(C, dtype=np.float64)))
-    if d is None:
-        d = np.zeros(C.shape[0])
-    d = np.ascontiguousarray(np.asarray(d, dtype=np.float64).reshape(-1))
-    if C.shape[1] != n_out or d.shape != (C.shape[0],):
-        raise ValueError(f"C must be (m, {n_out}) and d (m,), got {C.shape}, {d.shape}")
-    return C, d
 
 
 def magnitudes(packed: PackedNet, z_lb, z_ub, xl, xu) -> np.ndarray:
@@ -114,21 +84,6 @@ def propagate_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown
             out.obj_lower, out.obj_upper = interval_objective_bounds(packed, out, C, d)
         else:
             out.obj_lower, out.obj_upper = objective_bounds(packed, xl, xu, out, C, d)
-    return out
-
-
-def _infeasible(packed, xl, xu, zp, method, conflict, C, z_lb=None, z_ub=None) -> LayerBounds:
-    z_lb = np.full(packed.n_z, np.nan) if z_lb is None else z_lb
-    z_ub = np.full(packed.n_z, np.nan) if z_ub is None else z_ub
-    if conflict >= 0:
-        k, _ = packed.layer_of(conflict)
-        z_lb[packed.zoff[k + 1]:] = np.nan
-        z_ub[packed.zoff[k + 1]:] = np.nan
-    out = LayerBounds(packed, z_lb, z_ub, np.zeros(packed.n_z), zp, xl, xu, True, conflict, method)
-    if C is not None:
-        m = np.atleast_2d(np.asarray(C)).shape[0]
-        out.obj_lower = np.full(m, np.inf)
-        out.obj_upper = np.full(m, -np.inf)
     return out
 
 

@@ -22,55 +22,12 @@ import numpy as np
 
 from ...model.graph import Relu
 from ..pack import ABS_MARGIN
-from ..layers import LayerBounds
+from ..layers import LayerBounds, _box, _infeasible, _objective, _zphase
 from .crown import SweepState, backward_lower, ibp_node
 from .gpack import GraphPacked
 
 __all__ = ["graph_bounds", "graph_objective_bounds", "graph_objective_lower_split",
            "graph_lower_bound_minimisers"]
-
-
-def _box(gp, lb, ub):
-    xl = np.ascontiguousarray(lb, dtype=np.float64).reshape(-1)
-    xu = np.ascontiguousarray(ub, dtype=np.float64).reshape(-1)
-    if xl.shape != (gp.n_inputs,) or xu.shape != (gp.n_inputs,):
-        raise ValueError(f"input box must have shape ({gp.n_inputs},), got {xl.shape}, "
-                         f"{xu.shape}")
-    if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
-        raise ValueError("input box must be finite")
-    return xl, xu
-
-
-def _zphase(gp, phase):
-    zp = np.zeros(gp.n_z, dtype=np.int8)
-    if phase is not None:
-        ph = np.asarray(phase)
-        if ph.shape != (gp.n_relus,):
-            raise ValueError(f"phase must have shape ({gp.n_relus},), got {ph.shape}")
-        zp[: gp.n_relus] = ph
-    return zp
-
-
-def _objective(C, d, n_out):
-    C = np.ascontiguousarray(np.atleast_2d(np.asarray(C, dtype=np.float64)))
-    d = np.zeros(C.shape[0]) if d is None else np.asarray(d, dtype=np.float64).reshape(-1)
-    if C.shape[1] != n_out or d.shape != (C.shape[0],):
-        raise ValueError(f"C must be (m, {n_out}) and d (m,), got {C.shape}, {d.shape}")
-    return C, d
-
-
-def _infeasible(gp, xl, xu, zp, method, conflict, C, z_lb=None, z_ub=None):
-    z_lb = np.full(gp.n_z, np.nan) if z_lb is None else z_lb
-    z_ub = np.full(gp.n_z, np.nan) if z_ub is None else z_ub
-    if conflict >= 0:
-        k, _ = gp.layer_of(conflict)
-        z_lb[gp.zoff[k + 1]:] = np.nan
-        z_ub[gp.zoff[k + 1]:] = np.nan
-    out = LayerBounds(gp, z_lb, z_ub, np.zeros(gp.n_z), zp, xl, xu, True, conflict, method)
-    if C is not None:
-        m = np.atleast_2d(np.asarray(C)).shape[0]
-        out.obj_lower, out.obj_upper = np.full(m, np.inf), np.full(m, -np.inf)
-    return out
 
 
 def _crown_rows(st, v, rows, shape):
