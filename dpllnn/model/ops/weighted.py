@@ -1,107 +1,14 @@
-"""Linear operators of the graph model (DESIGN.md §7): linear algebra only, matrix-free.
-
-Every op is a frozen dataclass over numpy with the same few methods.  Shapes exclude the leading
-*batch* axis of the arrays passed in: an op with ``in_shapes[i]`` and ``out_shape`` maps inputs of
-shape ``(B, *in_shapes[i])`` to ``(B, *out_shape)``.  (The ONNX batch dimension of size 1 is part
-of the op's shapes; the batch axis here is the one the bound engine and the attack use for many
-points or many backward rows at once.)
-
-- ``forward(*X)``: the op, bias included, float64;
-- ``transpose(A)``: the vector-Jacobian product without the bias, ``A`` of shape
-  ``(m, *out_shape)`` -> a tuple of ``(m, *in_shapes[i])``, so that
-  ``<A, op(x) - bias> = sum_i <op^T(A)_i, x_i>`` (the adjoint identity the tests check);
-- ``bias_term(A)``: ``<A, bias>`` per row, shape ``(m,)``;
-- ``abs_forward(*X, bias=False)``: ``|W|`` applied to non-negative ``X`` (plus ``|bias|`` when
-  asked): the magnitudes behind the rounding margin of the bound engine;
-- ``to_csr()``: ``(list of scipy.sparse.csr_matrix (n_out, n_in_i), bias (n_out,))`` over the
-  C-order flattened tensors (the LP encoding, and tests);
-- ``fan_in``: the most products summed into one output element of ``forward`` or of
-  ``transpose`` (the length ``n`` of Higham's ``gamma_n`` for that op).
-
-Convolutions run as im2col GEMM (forward) and GEMM plus strided scatter-adds (transpose), never
-FFT: the rounding-margin argument (``dpllnn.bounds.pack``) assumes ordinary sums of products,
-whose error is at most ``gamma_n`` times the sum of the magnitudes of the terms.
-"""
+"""Ops with weights: Dense, Conv (im2col GEMM), Scale, Sum."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["LinearOp", "Dense", "Conv", "Scale", "Sum", "Pad", "Reshape", "Transpose", "Concat", "Slice",
-           "conv_output_size"]
+from .base import LinearOp, _frozen, _size
 
-#: rows of the identity pushed through ``transpose`` at once when building CSR matrices
-_CSR_CHUNK = 256
-
-
-def _size(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
-
-
-class LinearOp:
-    """Base class: the op contract of the module docstring (subclasses are frozen dataclasses)."""
-
-    in_shapes: tuple
-    out_shape: tuple
-
-    @property
-    def n_inputs(self) -> int:
-        return len(self.in_shapes)
-
-    @property
-    def fan_in(self) -> int:
-        return 1
-
-    @property
-    def n_params(self) -> int:
-        return 0
-
-    def forward(self, *X):
-        raise NotImplementedError
-
-    def transpose(self, A):
-        raise NotImplementedError
-
-    def bias_term(self, A) -> np.ndarray:
-        return np.zeros(A.shape[0])
-
-    def abs_forward(self, *X, bias: bool = False):
-        raise NotImplementedError
-
-    def abs_bias(self) -> np.ndarray:
-        """``|bias|`` broadcast to ``out_shape`` (zeros for ops without a bias)."""
-        return np.zeros(self.out_shape)
-
-    def to_csr(self):
-        """Sparse matrices of the op over flattened tensors (generic: transposed identity rows).
-
-        Returns
-        -------
-        (list of scipy.sparse.csr_matrix, shape (n_out, n_in_i)), bias ndarray (n_out,)
-        """
-        import scipy.sparse as sp
-        n_out = _size(self.out_shape)
-        parts = [[] for _ in self.in_shapes]
-        for s in range(0, n_out, _CSR_CHUNK):
-            e = min(n_out, s + _CSR_CHUNK)
-            eye = np.zeros((e - s, n_out))
-            eye[np.arange(e - s), np.arange(s, e)] = 1.0
-            T = self.transpose(eye.reshape((e - s,) + tuple(self.out_shape)))
-            for i, t in enumerate(T):
-                parts[i].append(sp.csr_matrix(t.reshape(e - s, -1)))
-        mats = [sp.vstack(p, format="csr") if p else
-                sp.csr_matrix((0, _size(self.in_shapes[i]))) for i, p in enumerate(parts)]
-        return mats, self.bias_tensor().reshape(-1)
-
-    def bias_tensor(self) -> np.ndarray:
-        """The bias broadcast to ``out_shape`` (signed; zeros for ops without one)."""
-        return np.zeros(self.out_shape)
-
-
-def _frozen(obj, name, value):
-    object.__setattr__(obj, name, value)
+__all__ = ["Dense", "Conv", "Scale", "Sum", "conv_output_size"]
 
 
 # ---- dense ------------------------------------------------------------------------------------
@@ -158,9 +65,6 @@ class Dense(LinearOp):
 
     def bias_tensor(self):
         return np.broadcast_to(self.b, self.out_shape).copy()
-
-    def abs_bias(self):
-        return np.abs(self.bias_tensor())
 
     def to_csr(self):
         import scipy.sparse as sp
@@ -332,9 +236,6 @@ class Conv(LinearOp):
         return np.broadcast_to(self.b.reshape(self._bias_shape()[1:]),
                                self._out_shape).copy()
 
-    def abs_bias(self):
-        return np.abs(self.bias_tensor())
-
 
 # ---- element-wise affine ----------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
@@ -385,9 +286,6 @@ class Scale(LinearOp):
     def bias_tensor(self):
         return np.broadcast_to(self.t, self.shape).copy()
 
-    def abs_bias(self):
-        return np.abs(self.bias_tensor())
-
     def to_csr(self):
         import scipy.sparse as sp
         d = np.broadcast_to(self.s, self.shape).reshape(-1)
@@ -433,188 +331,3 @@ class Sum(LinearOp):
         for c, x in zip(self.coefs[1:], X[1:]):
             y = y + abs(c) * x
         return y
-
-
-# ---- shape ops --------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class Pad(LinearOp):
-    """Zero padding (ONNX Pad, mode constant, value 0): ``pads`` = (begin..., end...) per axis."""
-
-    in_shape: tuple
-    pads: tuple
-
-    def __post_init__(self):
-        shp = tuple(int(v) for v in self.in_shape)
-        pd = tuple(int(p) for p in self.pads)
-        if len(pd) != 2 * len(shp) or min(pd, default=0) < 0:
-            raise ValueError(f"Pad: pads {pd} invalid for shape {shp} (negative pads unsupported)")
-        _frozen(self, "in_shape", shp)
-        _frozen(self, "pads", pd)
-
-    @property
-    def in_shapes(self):
-        return (self.in_shape,)
-
-    @property
-    def out_shape(self):
-        r = len(self.in_shape)
-        return tuple(n + self.pads[a] + self.pads[r + a] for a, n in enumerate(self.in_shape))
-
-    def _slices(self):
-        r = len(self.in_shape)
-        return (slice(None),) + tuple(slice(self.pads[a], self.pads[a] + n)
-                                      for a, n in enumerate(self.in_shape))
-
-    def forward(self, X):
-        Y = np.zeros((X.shape[0],) + self.out_shape)
-        Y[self._slices()] = X
-        return Y
-
-    def transpose(self, A):
-        return (np.ascontiguousarray(A[self._slices()]),)
-
-    def abs_forward(self, X, bias=False):
-        return self.forward(X)
-
-
-@dataclass(frozen=True, eq=False)
-class Reshape(LinearOp):
-    """C-order reshape (ONNX Reshape, Flatten, Squeeze, Unsqueeze)."""
-
-    in_shape: tuple
-    shape: tuple
-
-    def __post_init__(self):
-        _frozen(self, "in_shape", tuple(int(v) for v in self.in_shape))
-        _frozen(self, "shape", tuple(int(v) for v in self.shape))
-        if _size(self.in_shape) != _size(self.shape):
-            raise ValueError(f"Reshape: {self.in_shape} -> {self.shape} changes the size")
-
-    @property
-    def in_shapes(self):
-        return (self.in_shape,)
-
-    @property
-    def out_shape(self):
-        return self.shape
-
-    def forward(self, X):
-        return X.reshape((X.shape[0],) + self.shape)
-
-    def transpose(self, A):
-        return (A.reshape((A.shape[0],) + self.in_shape),)
-
-    def abs_forward(self, X, bias=False):
-        return self.forward(X)
-
-
-@dataclass(frozen=True, eq=False)
-class Transpose(LinearOp):
-    """Axis permutation (ONNX Transpose; ``perm`` over the op's axes)."""
-
-    in_shape: tuple
-    perm: tuple
-
-    def __post_init__(self):
-        _frozen(self, "in_shape", tuple(int(v) for v in self.in_shape))
-        _frozen(self, "perm", tuple(int(p) for p in self.perm))
-        if sorted(self.perm) != list(range(len(self.in_shape))):
-            raise ValueError(f"Transpose: perm {self.perm} invalid for shape {self.in_shape}")
-
-    @property
-    def in_shapes(self):
-        return (self.in_shape,)
-
-    @property
-    def out_shape(self):
-        return tuple(self.in_shape[p] for p in self.perm)
-
-    def forward(self, X):
-        return np.ascontiguousarray(X.transpose((0,) + tuple(p + 1 for p in self.perm)))
-
-    def transpose(self, A):
-        inv = np.argsort(self.perm)
-        return (np.ascontiguousarray(A.transpose((0,) + tuple(int(p) + 1 for p in inv))),)
-
-    def abs_forward(self, X, bias=False):
-        return self.forward(X)
-
-
-@dataclass(frozen=True, eq=False)
-class Concat(LinearOp):
-    """Concatenation along ``axis`` (ONNX Concat of input-dependent tensors)."""
-
-    shapes: tuple
-    axis: int
-
-    def __post_init__(self):
-        shapes = tuple(tuple(int(v) for v in s) for s in self.shapes)
-        ax = int(self.axis)
-        r = len(shapes[0])
-        ax = ax + r if ax < 0 else ax
-        for s in shapes:
-            if len(s) != r or any(s[a] != shapes[0][a] for a in range(r) if a != ax):
-                raise ValueError(f"Concat: shapes {shapes} do not match on axis {ax}")
-        _frozen(self, "shapes", shapes)
-        _frozen(self, "axis", ax)
-
-    @property
-    def in_shapes(self):
-        return self.shapes
-
-    @property
-    def out_shape(self):
-        s = list(self.shapes[0])
-        s[self.axis] = sum(t[self.axis] for t in self.shapes)
-        return tuple(s)
-
-    def forward(self, *X):
-        return np.concatenate(X, axis=self.axis + 1)
-
-    def transpose(self, A):
-        cuts = np.cumsum([s[self.axis] for s in self.shapes])[:-1]
-        return tuple(np.ascontiguousarray(p) for p in np.split(A, cuts, axis=self.axis + 1))
-
-    def abs_forward(self, *X, bias=False):
-        return self.forward(*X)
-
-
-@dataclass(frozen=True, eq=False)
-class Slice(LinearOp):
-    """Strided slice (ONNX Slice with constant starts/ends/axes/steps, positive steps):
-    ``index`` holds one ``(start, stop, step)`` per axis of ``in_shape``, already clipped."""
-
-    in_shape: tuple
-    index: tuple
-
-    def __post_init__(self):
-        shp = tuple(int(v) for v in self.in_shape)
-        idx = tuple(tuple(int(v) for v in t) for t in self.index)
-        if len(idx) != len(shp) or any(st < 1 for _, _, st in idx):
-            raise ValueError(f"Slice: index {idx} invalid for shape {shp}")
-        _frozen(self, "in_shape", shp)
-        _frozen(self, "index", idx)
-        _frozen(self, "_sl", (slice(None),) + tuple(slice(a, b, c) for a, b, c in idx))
-        out = np.empty(shp, dtype=np.bool_)[self._sl[1:]].shape
-        if min(out, default=1) < 1:
-            raise ValueError(f"Slice: empty result {out}")
-        _frozen(self, "_out", tuple(out))
-
-    @property
-    def in_shapes(self):
-        return (self.in_shape,)
-
-    @property
-    def out_shape(self):
-        return self._out
-
-    def forward(self, X):
-        return np.ascontiguousarray(X[self._sl])
-
-    def transpose(self, A):
-        Y = np.zeros((A.shape[0],) + self.in_shape)
-        Y[self._sl] = A
-        return (Y,)
-
-    def abs_forward(self, X, bias=False):
-        return self.forward(X)
