@@ -22,57 +22,17 @@ input normalisation is *not* folded into a following padded conv: the zero borde
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx
 
 from ..errors import OnnxError, UnsupportedOperator
-from ..model.graph import Graph, InputOp, Node, Relu
-from ..model.ops import (Concat, Conv, Dense, Pad, Reshape, Scale, Slice, Sum, Transpose,
-                         conv_output_size)
+from ..model.graph import Graph, Node, Relu
+from ..model.ops import Concat, Conv, Dense, Pad, Reshape, Scale, Slice, Sum, Transpose
 from . import onnx_import as chain
+from .graph_build import _Builder, _NodeError, _T, _const, _conv_pads, _f64, _scale
+from .onnx_pool import op_avgpool, op_maxpool
 
 __all__ = ["graph_from_model", "GRAPH_OPS"]
-
-
-@dataclass(frozen=True)
-class _T:
-    """A tensor computed by graph node ``node``, of full ONNX shape ``shape``."""
-
-    node: int
-    shape: tuple
-
-
-class _NodeError(chain._NodeError):
-    pass
-
-
-class _Builder:
-    def __init__(self, in_shape, name):
-        self.nodes = [Node(InputOp(tuple(in_shape)), (), name)]
-        self.label = name
-
-    def add(self, op, *inputs: _T) -> _T:
-        self.nodes.append(Node(op, tuple(t.node for t in inputs), self.label))
-        return _T(len(self.nodes) - 1, tuple(op.out_shape))
-
-
-def _const(v) -> bool:
-    return not isinstance(v, _T)
-
-
-def _f64(c):
-    return np.asarray(c, dtype=np.float64)
-
-
-def _scale(b: _Builder, x: _T, s=1.0, t=0.0) -> _T:
-    s, t = _f64(s), _f64(t)
-    shp = np.broadcast_shapes(x.shape, s.shape, t.shape)
-    if shp != x.shape:
-        raise _NodeError(f"a constant of shape {np.broadcast_shapes(s.shape, t.shape)} broadcasts "
-                         f"the input tensor {x.shape} to {shp}", unsupported=True)
-    return b.add(Scale(s, t, x.shape), x)
 
 
 def _reshape(b: _Builder, x: _T, shape) -> _T:
@@ -135,25 +95,6 @@ def _op_matmul(b, node, v, attrs):
     return [b.add(Dense(M.T, np.zeros(M.shape[1]), x.shape), x)]
 
 
-def _conv_pads(attrs, spatial, kernel, strides, dil):
-    nsp = len(spatial)
-    auto = attrs.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        pb, pe = [], []
-        for n, k, s, d in zip(spatial, kernel, strides, dil):
-            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-            lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
-            pb.append(lo)
-            pe.append(total - lo)
-        return tuple(pb + pe)
-    if auto == "VALID":
-        return (0,) * (2 * nsp)
-    if auto not in ("NOTSET", ""):
-        raise _NodeError(f"auto_pad {auto!r}")
-    return tuple(int(p) for p in attrs.get("pads", (0,) * (2 * nsp)))
-
-
 def _op_conv(b, node, v, attrs):
     x, W = v[0], v[1]
     if _const(x) or not _const(W):
@@ -187,107 +128,6 @@ def _op_bn(b, node, v, attrs):
     return [_scale(b, x, s.reshape(ps), (bias - mean * s).reshape(ps))]
 
 
-def _pool_geometry(x, attrs):
-    nsp = len(x.shape) - 2
-    if nsp not in (1, 2):
-        raise _NodeError(f"{nsp}-D pooling", unsupported=True)
-    k = tuple(int(s) for s in attrs["kernel_shape"])
-    s = tuple(int(t) for t in attrs.get("strides", (1,) * nsp))
-    d = tuple(int(t) for t in attrs.get("dilations", (1,) * nsp))
-    pads = list(_conv_pads(attrs, x.shape[2:], k, s, d))
-    extra = [0] * nsp
-    if attrs.get("ceil_mode", 0):
-        for a, n in enumerate(x.shape[2:]):
-            span = n + pads[a] + pads[nsp + a] - d[a] * (k[a] - 1) - 1
-            out = -(-span // s[a]) + 1
-            if (out - 1) * s[a] >= n + pads[a]:   # the last window must start inside
-                out -= 1
-            extra[a] = max(0, (out - 1) * s[a] + d[a] * (k[a] - 1) + 1 - (n + pads[a]
-                                                                        + pads[nsp + a]))
-    return nsp, k, s, d, pads, extra
-
-
-def _op_avgpool(b, node, v, attrs, global_=False):
-    x = v[0]
-    if _const(x):
-        raise _NodeError("pooling of a constant", unsupported=True)
-    C = x.shape[1]
-    if global_:
-        nsp = len(x.shape) - 2
-        k, s, d, pads, extra = tuple(x.shape[2:]), (1,) * nsp, (1,) * nsp, [0] * 2 * nsp, \
-            [0] * nsp
-        attrs = {"count_include_pad": 1}
-    else:
-        nsp, k, s, d, pads, extra = _pool_geometry(x, attrs)
-    full = tuple(pads[:nsp]) + tuple(p + e for p, e in zip(pads[nsp:], extra))
-    ones = np.ones((C, 1) + k)
-    summed = b.add(Conv(ones, np.zeros(C), x.shape, s, d, full, C), x)
-    # window counts: the ones of the input (count_include_pad=0) or of the declared padded
-    # region (=1), summed by the same window; the ceil-mode overhang never counts
-    probe_shape = (1, 1) + tuple(x.shape[2:])
-    if attrs.get("count_include_pad", 0):
-        probe_shape = (1, 1) + tuple(n + pads[a] + pads[nsp + a]
-                                     for a, n in enumerate(x.shape[2:]))
-        probe_pads = (0,) * nsp + tuple(extra)
-    else:
-        probe_pads = full
-    probe = Conv(np.ones((1, 1) + k), np.zeros(1), probe_shape, s, d, probe_pads, 1)
-    counts = probe.forward(np.ones((1,) + probe_shape))[0]      # (1, 1, *out)
-    if counts.shape[2:] != summed.shape[2:] or np.any(counts <= 0):
-        raise _NodeError("pooling window counts do not match the output")
-    return [_scale(b, summed, 1.0 / counts)]
-
-
-def _op_maxpool(b, node, v, attrs):
-    x = v[0]
-    if _const(x):
-        raise _NodeError("pooling of a constant", unsupported=True)
-    if len(node.output) > 1 and node.output[1]:
-        raise _NodeError("MaxPool with an indices output", unsupported=True)
-    nsp, k, s, d, pads, extra = _pool_geometry(x, attrs)
-    full = tuple(pads[:nsp]) + tuple(p + e for p, e in zip(pads[nsp:], extra))
-    C = x.shape[1]
-    elems, valid = [], []
-    probe_shape = (1, 1) + tuple(x.shape[2:])
-    # each window element is a strided Slice of the (zero-)padded input
-    src = b.add(Pad(x.shape, (0, 0) + full[:nsp] + (0, 0) + full[nsp:]), x) if any(full) else x
-    probe_in = np.ones((1,) + probe_shape)
-    if any(full):
-        probe_in = Pad(probe_shape, (0, 0) + full[:nsp] + (0, 0) + full[nsp:]).forward(probe_in)
-    osz = [conv_output_size(n, k[a], s[a], d[a], full[a], full[nsp + a])
-           for a, n in enumerate(x.shape[2:])]
-    for off in np.ndindex(*k):
-        index = [(0, src.shape[0], 1), (0, C, 1)] + [
-            (off[a] * d[a], off[a] * d[a] + s[a] * (osz[a] - 1) + 1, s[a]) for a in range(nsp)]
-        sl = Slice(src.shape, index)
-        elems.append(b.add(sl, src))
-        valid.append(sl.forward(probe_in)[0])                  # 1 inside, 0 on the pad
-    if any(np.any(v == 0.0) for v in valid):
-        # ONNX pads MaxPool with -inf: a window element on the border is replaced by the
-        # window's first element inside the input (max(a, a) = a), all linear
-        first = np.argmax(np.stack(valid), axis=0)
-        if not np.all(np.take_along_axis(np.stack(valid), first[None], 0)):
-            raise _NodeError("a MaxPool window lies entirely in the padding")
-        ref = None
-        for o, e in enumerate(elems):
-            sel = _scale(b, e, (first == o).astype(np.float64))
-            ref = sel if ref is None else b.add(Sum((1.0, 1.0), e.shape), ref, sel)
-        elems = [e if np.all(v) else b.add(Sum((1.0, 1.0), e.shape), e,
-                                            _scale(b, ref, 1.0 - v))
-                 for e, v in zip(elems, valid)]
-    while len(elems) > 1:       # pairwise: max(a, b) = b + relu(a - b)
-        nxt = []
-        for i in range(0, len(elems) - 1, 2):
-            a, c = elems[i], elems[i + 1]
-            diff = b.add(Sum((1.0, -1.0), a.shape), a, c)
-            r = b.add(Relu(a.shape), diff)
-            nxt.append(b.add(Sum((1.0, 1.0), a.shape), c, r))
-        if len(elems) % 2:
-            nxt.append(elems[-1])
-        elems = nxt
-    return [elems[0]]
-
-
 def _op_pad(b, node, v, attrs, opset):
     x = v[0]
     mode = attrs.get("mode", b"constant")
@@ -313,14 +153,6 @@ def _op_pad(b, node, v, attrs, opset):
     if not any(pads):
         return [x]
     return [b.add(Pad(x.shape, pads), x)]
-
-
-def _axes(v, attrs):
-    if len(v) > 1 and v[1] is not None:
-        if not _const(v[1]):
-            raise _NodeError("axes must be constant")
-        return [int(a) for a in np.asarray(v[1]).reshape(-1)]
-    return [int(a) for a in attrs["axes"]] if "axes" in attrs else None
 
 
 def _op_shape_like(b, node, v, attrs, opset):
@@ -394,9 +226,9 @@ _GRAPH = {
     "MatMul": lambda b, n, v, a, o: _op_matmul(b, n, v, a),
     "Conv": lambda b, n, v, a, o: _op_conv(b, n, v, a),
     "BatchNormalization": lambda b, n, v, a, o: _op_bn(b, n, v, a),
-    "AveragePool": lambda b, n, v, a, o: _op_avgpool(b, n, v, a),
-    "GlobalAveragePool": lambda b, n, v, a, o: _op_avgpool(b, n, v, a, global_=True),
-    "MaxPool": lambda b, n, v, a, o: _op_maxpool(b, n, v, a),
+    "AveragePool": lambda b, n, v, a, o: op_avgpool(b, n, v, a),
+    "GlobalAveragePool": lambda b, n, v, a, o: op_avgpool(b, n, v, a, global_=True),
+    "MaxPool": lambda b, n, v, a, o: op_maxpool(b, n, v, a),
     "Pad": _op_pad,
     "Flatten": _op_shape_like,
     "Reshape": _op_shape_like,
@@ -490,7 +322,7 @@ def graph_from_model(model: onnx.ModelProto, path: str) -> Graph:
         label = chain._node_label(node, idx)
         vals = [env[x] if x else None for x in node.input]
         b.label = label
-        try:
+        with chain.node_errors(path, node, label):
             if node.domain not in ("", "ai.onnx") or node.op_type not in GRAPH_OPS:
                 raise UnsupportedOperator(path, node.op_type, label)
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -500,13 +332,6 @@ def graph_from_model(model: onnx.ModelProto, path: str) -> Graph:
                 outs = _GRAPH[node.op_type](b, node, vals, attrs, opset)
             else:
                 raise _NodeError("on an input-dependent tensor", unsupported=True)
-        except chain._NodeError as e:
-            if e.unsupported:
-                raise UnsupportedOperator(path, node.op_type, label, str(e)) from None
-            raise OnnxError(path, f"node '{label}' ({node.op_type}): {e}") from None
-        except (ValueError, IndexError, KeyError, TypeError, MemoryError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise OnnxError(path, f"node '{label}' ({node.op_type}): {msg}") from None
         for name, val in zip(node.output, outs):
             if name:
                 env[name] = val

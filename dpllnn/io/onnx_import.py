@@ -14,6 +14,7 @@ leading dimension is taken as a batch of 1).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -310,6 +311,22 @@ SUPPORTED_OPS = frozenset(_OPS) | {"Relu"}
 
 
 # ---- the graph walk --------------------------------------------------------------------------
+@contextlib.contextmanager
+def node_errors(path: str, node, label: str):
+    """Turn an operator handler's failure into the one-line error naming the file and node:
+    UnsupportedOperator for a :class:`_NodeError` marked unsupported, OnnxError otherwise
+    (both importers walk their nodes under it)."""
+    try:
+        yield
+    except _NodeError as e:
+        if e.unsupported:
+            raise UnsupportedOperator(path, node.op_type, label, str(e)) from None
+        raise OnnxError(path, f"node '{label}' ({node.op_type}): {e}") from None
+    except (ValueError, IndexError, KeyError, TypeError, MemoryError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise OnnxError(path, f"node '{label}' ({node.op_type}): {msg}") from None
+
+
 def _node_label(node, idx: int) -> str:
     return node.name or f"#{idx}"
 
@@ -432,7 +449,7 @@ def network_from_model(model: onnx.ModelProto, path: str) -> Network:
     for idx, node in _order(g, set(env), out_name, path):
         label = _node_label(node, idx)
         vals = [env[x] if x else None for x in node.input]
-        try:
+        with node_errors(path, node, label):
             if node.op_type == "Relu":
                 x = vals[0]
                 if not isinstance(x, _Sym):
@@ -450,13 +467,6 @@ def network_from_model(model: onnx.ModelProto, path: str) -> Network:
             else:
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
                 outs = _OPS[node.op_type](node, vals, attrs, opset)
-        except _NodeError as e:
-            if e.unsupported:
-                raise UnsupportedOperator(path, node.op_type, label, str(e)) from None
-            raise OnnxError(path, f"node '{label}' ({node.op_type}): {e}") from None
-        except (ValueError, IndexError, KeyError, TypeError, MemoryError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise OnnxError(path, f"node '{label}' ({node.op_type}): {msg}") from None
         for name, val in zip(node.output, outs):
             if name:
                 env[name] = val
