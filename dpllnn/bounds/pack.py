@@ -38,8 +38,27 @@ def gamma(n: int) -> float:
     return n * U_ROUND / (1.0 - n * U_ROUND)
 
 
+class ZSpace:
+    """The z-space accessors shared by :class:`PackedNet` and the graph engine's
+    ``GraphPacked`` (both have ``zoff`` and ``n_layers``)."""
+
+    @property
+    def layer_offsets(self) -> np.ndarray:
+        """Start of each ReLU layer in the flat neuron index, plus ``n_relus`` at the end, (L+1,)."""
+        return self.zoff[: self.n_layers + 1]
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [int(s) for s in np.diff(self.zoff[: self.n_layers + 1])]
+
+    def layer_of(self, idx: int) -> tuple[int, int]:
+        """``(layer, j)`` of a flat neuron index."""
+        k = int(np.searchsorted(self.zoff, idx, side="right") - 1)
+        return k, int(idx - self.zoff[k])
+
+
 @dataclass(frozen=True)
-class PackedNet:
+class PackedNet(ZSpace):
     """A network in flat buffers (see module docstring for the index spaces).
 
     Attributes
@@ -76,15 +95,6 @@ class PackedNet:
     n_z: int
     margin_factor: float
 
-    @property
-    def layer_offsets(self) -> np.ndarray:
-        """Start of each ReLU layer in the flat neuron index, plus ``n_relus`` at the end, (L+1,)."""
-        return self.zoff[: self.n_layers + 1]
-
-    @property
-    def hidden_sizes(self) -> list[int]:
-        return [int(s) for s in self.sizes[1:-1]]
-
     def weight(self, k: int) -> np.ndarray:
         """View of affine layer ``k``'s ``W``, shape (sizes[k+1], sizes[k])."""
         return self.W[self.w_off[k]:self.w_off[k + 1]].reshape(self.sizes[k + 1], self.sizes[k])
@@ -92,11 +102,6 @@ class PackedNet:
     def bias(self, k: int) -> np.ndarray:
         """View of affine layer ``k``'s ``b``, shape (sizes[k+1],)."""
         return self.b[self.zoff[k]:self.zoff[k + 1]]
-
-    def layer_of(self, idx: int) -> tuple[int, int]:
-        """``(layer, j)`` of a flat neuron index."""
-        k = int(np.searchsorted(self.zoff, idx, side="right") - 1)
-        return k, int(idx - self.zoff[k])
 
 
 def pack(network) -> PackedNet:

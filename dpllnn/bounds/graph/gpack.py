@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pack import gamma
+from ..pack import ZSpace, gamma
 
 __all__ = ["GraphPacked", "pack_graph"]
 
 
 @dataclass(frozen=True, eq=False)
-class GraphPacked:
+class GraphPacked(ZSpace):
     """Index spaces and margin of a :class:`dpllnn.model.graph.Graph`.
 
     Attributes
@@ -52,22 +52,9 @@ class GraphPacked:
     is_graph = True
 
     @property
-    def layer_offsets(self) -> np.ndarray:
-        return self.zoff[: self.n_layers + 1]
-
-    @property
-    def hidden_sizes(self) -> list[int]:
-        return [int(s) for s in np.diff(self.zoff[: self.n_layers + 1])]
-
-    @property
     def sizes(self) -> np.ndarray:
         """``[n_inputs, size of ReLU node 0, ..., n_outputs]`` (as ``PackedNet.sizes``)."""
         return np.array([self.n_inputs] + self.hidden_sizes + [self.n_outputs], dtype=np.int64)
-
-    def layer_of(self, idx: int) -> tuple[int, int]:
-        """``(ReLU node k, j)`` of a flat neuron index."""
-        k = int(np.searchsorted(self.zoff, idx, side="right") - 1)
-        return k, int(idx - self.zoff[k])
 
 
 def pack_graph(graph) -> GraphPacked:
