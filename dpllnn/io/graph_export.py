@@ -6,15 +6,13 @@ float64 (weights bit-exact, so onnxruntime reproduces :meth:`Graph.forward` to r
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from ..model.graph import Graph, Relu
 from ..model.ops import Concat, Conv, Dense, Pad, Reshape, Scale, Slice, Sum, Transpose
-from .atomic import atomic_write_bytes
+from .onnx_model import DTYPES, finish_model
 
 __all__ = ["graph_to_onnx"]
 
@@ -55,7 +53,7 @@ def _conv_as_matmuls(op: Conv, x: str, out: str, emit, const, reshape) -> None:
 
 def graph_to_onnx(graph: Graph, path=None, input_shape=None, dtype: str = "float32",
                   input_name: str = "input", output_name: str = "output") -> onnx.ModelProto:
-    """Export a :class:`Graph` as an ONNX model (IR and opset of :mod:`.onnx_export`).
+    """Export a :class:`Graph` as an ONNX model (IR and opset of :mod:`.onnx_model`).
 
     Parameters
     ----------
@@ -75,10 +73,9 @@ def graph_to_onnx(graph: Graph, path=None, input_shape=None, dtype: str = "float
     ValueError -- unknown dtype, or an ``input_shape`` without ``n_inputs`` elements
     OSError -- writing ``path`` failed (no partial file is left)
     """
-    from .onnx_export import _DTYPES, IR_VERSION, OPSET
-    if dtype not in _DTYPES:
-        raise ValueError(f"to_onnx: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    np_dtype, elem = _DTYPES[dtype]
+    if dtype not in DTYPES:
+        raise ValueError(f"to_onnx: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    np_dtype, elem = DTYPES[dtype]
     shape = [1, graph.n_inputs] if input_shape is None else [1] + [int(s) for s in input_shape]
     if int(np.prod(shape)) != graph.n_inputs:
         raise ValueError(f"to_onnx: input_shape {tuple(shape[1:])} does not have "
@@ -144,14 +141,5 @@ def graph_to_onnx(graph: Graph, path=None, input_shape=None, dtype: str = "float
             raise TypeError(f"to_onnx: no ONNX form for {type(op).__name__} (node {k})")
         names.append(out)
     reshape(names[graph.output], [1, graph.n_outputs], output_name)
-    g = helper.make_graph(nodes, "dpllnn",
-                          [helper.make_tensor_value_info(input_name, elem, shape)],
-                          [helper.make_tensor_value_info(output_name, elem,
-                                                         [1, graph.n_outputs])],
-                          initializer=inits)
-    model = helper.make_model(g, producer_name="dpllnn",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    if path is not None:
-        atomic_write_bytes(os.fspath(path), model.SerializeToString())
-    return model
+    return finish_model(nodes, inits, input_name, elem, shape, output_name, graph.n_outputs,
+                        path)

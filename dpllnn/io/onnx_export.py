@@ -1,28 +1,20 @@
 """Network → ONNX (Gemm/Relu or MatMul/Add/Relu), loadable by onnxruntime.
 
 ``onnx.helper.make_model`` in onnx 1.23 stamps an IR version newer than onnxruntime 1.31 accepts,
-so the IR version and opset are set explicitly (:data:`IR_VERSION`, :data:`OPSET`).
+so the IR version and opset are set explicitly (:data:`IR_VERSION`, :data:`OPSET`, from
+:mod:`.onnx_model`).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from ..network import Network
-from .atomic import atomic_write_bytes
+from .onnx_model import DTYPES as _DTYPES
+from .onnx_model import IR_VERSION, OPSET, finish_model
 
 __all__ = ["to_onnx", "IR_VERSION", "OPSET"]
-
-#: ONNX IR version written into exported models (onnxruntime 1.31 supports up to 10/11).
-IR_VERSION = 8
-#: Default-domain opset of exported models (Gemm, Relu, Flatten, MatMul, Add accept double).
-OPSET = 13
-
-_DTYPES = {"float32": (np.float32, TensorProto.FLOAT), "float64": (np.float64, TensorProto.DOUBLE)}
-
 
 def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32",
             gemm: bool = True, input_name: str = "input", output_name: str = "output",
@@ -95,14 +87,4 @@ def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32
             nodes.append(helper.make_node("Relu", [z], [f"a{k}"], name=f"relu_{k}"))
             cur = f"a{k}"
 
-    graph = helper.make_graph(
-        nodes, "dpllnn",
-        [helper.make_tensor_value_info(input_name, elem, shape)],
-        [helper.make_tensor_value_info(output_name, elem, [1, n_out])],
-        initializer=inits)
-    model = helper.make_model(graph, producer_name="dpllnn",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    if path is not None:
-        atomic_write_bytes(os.fspath(path), model.SerializeToString())
-    return model
+    return finish_model(nodes, inits, input_name, elem, shape, output_name, n_out, path)

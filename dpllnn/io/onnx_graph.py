@@ -13,8 +13,8 @@ tensors becomes one or a few graph nodes:
 - AveragePool -> a depthwise Conv of ones and a Scale by the window counts (so ``pads``,
   ``count_include_pad`` and ``ceil_mode`` follow onnxruntime); GlobalAveragePool -> a depthwise
   Conv over the whole map;
-- MaxPool -> exact ReLUs: the window elements are picked by one-hot depthwise convs and
-  reduced pairwise with ``max(a, b) = b + relu(a - b)``, so the search keeps one Boolean per ReLU.
+- MaxPool -> exact ReLUs (:mod:`.onnx_pool`): the window elements are strided Slices of the
+  padded input, reduced pairwise with ``max(a, b) = b + relu(a - b)``, so the search keeps one Boolean per ReLU.
 
 Lowering after the walk: a Scale whose constants are per output channel folds into the Conv or
 Dense before it when that node has no other consumer (BatchNormalization after Conv/Gemm).  The
