@@ -5,17 +5,17 @@
         [--slice-equiv-upto K] [--verify-nets 9] [--verify-timeout 30] [--verify-repeats 1]
         [--reuse OLD_DIR] [--redo STEPS] -o OUT_DIR
 
-Issue #6, as run in session 3 (2 cores shared with other jobs, so times are inflated and noisy):
+The measurement behind issue #6 (2 cores shared with other jobs, so times are inflated and noisy):
 
 * prop1 (all 45 networks)::
 
-      --regions prop1 --slice-regions prop1 --verify-nets 9 --reuse <session-2 dir>
+      --regions prop1 --slice-regions prop1 --verify-nets 9 --reuse <an earlier run's dir>
       --redo prune/prop1,verify --slices 16,64   (then again with --slices 16,64,256)
 
-  prune and verify redone (the equivalence check changed); 16 and 64 slices reused from session 2
-  where :func:`reusable` allows (same settings; every slice proved; for 64, no slice above half, so
-  the new alpha step is not reached), else recomputed; 256 slices on the 34 networks session 2
-  did not reach.  verify ratio: a separate run ``--slices '' --nets 9 --verify-nets 9
+  prune and verify redone (the equivalence check differs from the earlier run's); 16 and 64
+  slices reused from the earlier run where :func:`reusable` allows (same settings; every slice
+  proved; for 64, no slice above half, so the alpha step is not reached), else recomputed; 256
+  slices on the 34 networks the earlier run did not reach.  verify ratio: a separate run ``--slices '' --nets 9 --verify-nets 9
   --verify-repeats 5`` (the fastest of 5 alternating runs; the first verify of a process also pays
   numba's cache loading).
 * full (all 45 networks)::

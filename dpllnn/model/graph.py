@@ -161,10 +161,6 @@ class Graph:
         B = X.shape[0]
         vals = [None] * len(self.nodes)
         vals[0] = X.reshape((B,) + self.nodes[0].shape)
-        last_use = {}
-        for k, nd in enumerate(self.nodes[1:], 1):
-            for i in nd.inputs:
-                last_use[i] = k
         pres = []
         for k, nd in enumerate(self.nodes[1:], 1):
             ins = [vals[i] for i in nd.inputs]
@@ -174,8 +170,8 @@ class Graph:
                 vals[k] = np.maximum(ins[0], 0.0)
             else:
                 vals[k] = nd.op.forward(*ins)
-            for i in nd.inputs:
-                if last_use[i] == k and i != self.output:
+            for i in nd.inputs:      # free a tensor after its last consumer
+                if self.consumers[i][-1] == k and i != self.output:
                     vals[i] = None
         y = vals[self.output].reshape(B, -1)
         return (y[0] if single else y), pres

@@ -60,8 +60,8 @@ ASYNC_LP = True
 #: prop_7_0.03 unstable 293 -> 148, 3 of 9 disjuncts refuted at the root, 0.5 s (10 steps: 0.3 s,
 #: slightly looser; 40 steps: no better).  Also used in the alpha-CROWN re-bounding at restarts.
 ROOT_INTERMEDIATE_ITERS = 20
-#: heuristics cycled over restarts: (kind, layer_bias).  FSB replaced BaBSR (session 5; one
-#: worker, mnist_fc): 256x4 prop_8_0.03 28.1 -> 15.3 s (447 -> 122 nodes), 256x2 prop_10_0.05
+#: heuristics cycled over restarts: (kind, layer_bias).  FSB rather than BaBSR, because (one
+#: worker, mnist_fc, BaBSR -> FSB): 256x4 prop_8_0.03 28.1 -> 15.3 s (447 -> 122 nodes), 256x2 prop_10_0.05
 #: 19.1 -> 4.3 s; with 2 workers 256x4 prop_14_0.05 went from a 300 s timeout to 4.5 s.
 SCHEDULE = (("fsb", 1.0), ("fsb", 2.0), ("width", 1.0), ("fsb", 1.0), ("solver", 1.0))
 

@@ -44,11 +44,15 @@ INPUTSPLIT_MAX_INPUTS = 20
 FIRST_ATTACK_S = 0.3
 
 
-def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate_iters=0):
+def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate_iters=0,
+                base=None):
     """Refute disjuncts of ``case`` with root bounds.
 
     ``intermediate_iters > 0`` (``method="alpha"`` only): also optimise the hidden layers' bounds
     (alpha-CROWN on every unstable neuron, that many steps per layer).
+    ``base`` (``method="alpha"`` only): the case's CROWN root bounds, already computed, which
+    alpha-CROWN starts from instead of recomputing them (it updates that object; on a ResNet
+    the CROWN pass is most of the root's cost, 2-10 s).
 
     Returns
     -------
@@ -61,7 +65,7 @@ def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate
     C, d, rows = case.stack(nonempty)
     if method == "alpha":
         lbd = alpha_crown(packed, case.lb, case.ub, None, C, d, intermediate=intermediate_iters > 0,
-                          intermediate_iters=max(intermediate_iters, 1))
+                          intermediate_iters=max(intermediate_iters, 1), base=base)
     else:
         lbd = compute_bounds(packed, case.lb, case.ub, None, method, C=C, d=d)
     if stats is not None:
@@ -326,7 +330,10 @@ def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats):
     for ci in live:
         still, case = open_per_case[ci], spec.cases[ci]
         if still and time.monotonic() < deadline:
+            root = roots[ci]
             still2, lbd2 = root_refute(packed, case, still, "alpha",
+                                       base=root if root is not None and root.method == "crown"
+                                       and not root.infeasible else None,
                                        intermediate_iters=ROOT_INTERMEDIATE_ITERS)
             if len(still2) < len(still):
                 stats["alpha_refuted"] = stats.get("alpha_refuted", 0) + len(still) - len(still2)
