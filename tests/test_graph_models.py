@@ -51,3 +51,16 @@ def test_deterministic():
         assert a.SerializeToString() == b.SerializeToString()
     other = all_models(np.random.default_rng(1))
     assert any(a.SerializeToString() != b.SerializeToString() for (_, a), (_, b) in zip(MODELS, other))
+
+
+def test_empty_batch_forward_and_backward():
+    """A batch of zero points (the attack may pass one) gives empty outputs and gradients."""
+    from dpllnn.io.onnx_import import network_or_graph
+    name, model = next((n, m) for n, m in MODELS if n.startswith("resnet"))
+    g = network_or_graph(model, name)
+    X = np.zeros((0, g.n_inputs))
+    assert g.forward(X).shape == (0, g.n_outputs)
+    Y, masks = g.forward_masks(X)
+    assert Y.shape == (0, g.n_outputs)
+    assert g.backward(masks, np.zeros((0, g.n_outputs))).shape == (0, g.n_inputs)
+    assert all(z.shape[0] == 0 for z in g.pre_activations(X))

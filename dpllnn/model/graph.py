@@ -166,14 +166,14 @@ class Graph:
             ins = [vals[i] for i in nd.inputs]
             if isinstance(nd.op, Relu):
                 if keep_pre:
-                    pres.append(ins[0].reshape(B, -1))
+                    pres.append(_flat(ins[0], B))
                 vals[k] = np.maximum(ins[0], 0.0)
             else:
                 vals[k] = nd.op.forward(*ins)
             for i in nd.inputs:      # free a tensor after its last consumer
                 if self.consumers[i][-1] == k and i != self.output:
                     vals[i] = None
-        y = vals[self.output].reshape(B, -1)
+        y = _flat(vals[self.output], B)
         return (y[0] if single else y), pres
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -207,7 +207,7 @@ class Graph:
                 vals[k] = np.where(m, ins[0], 0.0)
             else:
                 vals[k] = nd.op.forward(*ins)
-        return vals[self.output].reshape(B, -1), masks
+        return _flat(vals[self.output], B), masks
 
     def backward(self, masks, G: np.ndarray, leak: float = 0.0) -> np.ndarray:
         """Reverse-mode pass: output cotangents G (B, n_out) -> input gradient (B, n_in).
@@ -235,7 +235,7 @@ class Graph:
             for i, p in zip(nd.inputs, parts):
                 cot[i] = p if cot[i] is None else cot[i] + p
         g = cot[0]
-        return np.zeros((B, self.n_inputs)) if g is None else g.reshape(B, -1)
+        return np.zeros((B, self.n_inputs)) if g is None else _flat(g, B)
 
     def summary(self) -> str:
         kinds: dict = {}
@@ -261,3 +261,7 @@ class InputOp:
     def out_shape(self):
         return self.shape
 
+
+def _flat(a: np.ndarray, B: int) -> np.ndarray:
+    """``a`` (B, *shape) as (B, prod(shape)); unlike ``reshape(B, -1)`` also for B = 0."""
+    return a.reshape(B, int(np.prod(a.shape[1:], dtype=np.int64)))

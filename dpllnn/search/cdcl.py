@@ -185,6 +185,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         _add_stats(stats, "lp_async_jobs", theory.n_lp_jobs)
         _add_stats(stats, "time_restart_s", t_tighten)
         _add_stats(stats, "time_rebound_s", theory.t_rebound)
+        _add_stats(stats, "time_beta_s", theory.t_beta)
+        _add_stats(stats, "beta_refuted", theory.n_beta_refuted)
         _add_stats(stats, "lemmas_imported", n_lemmas)
         total = time.monotonic() - t_start
         _add_stats(stats, "time_sat_s", max(0.0, total - theory.t_bounds - theory.t_lp - t_tighten))

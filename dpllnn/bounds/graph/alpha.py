@@ -18,19 +18,42 @@ from ...model.graph import Relu
 from .crown import backward_lower
 
 __all__ = ["graph_alpha_crown", "graph_optimise_alpha", "alpha_lower_and_grad",
-           "graph_backward_coefficients"]
+           "lower_and_grads", "graph_backward_coefficients"]
 
 
 def alpha_lower_and_grad(st, target, A, alpha):
     """Lower bounds (m,) of ``<A, node target>`` under slopes ``alpha`` (m, n_relus) and their
     gradient with respect to ``alpha`` (m, n_relus; zero outside unstable neurons)."""
+    lower, grad, _ = lower_and_grads(st, target, A, alpha)
+    return lower, grad
+
+
+def lower_and_grads(st, target, A, alpha, beta=None, sign=None):
+    """As :func:`alpha_lower_and_grad`, with beta-CROWN multipliers: the bound of
+    ``<A, node target> - sum_j beta[r, j] sign[j] z_j`` (:mod:`.beta`) and its supergradients.
+
+    Parameters
+    ----------
+    beta : ndarray (m, n_relus) >= 0, optional;  sign : ndarray float (n_relus,) in {-1, 0, 1}
+
+    Returns
+    -------
+    (lower (m,), grad_alpha (m, n_relus), grad_beta (m, n_relus) or None)
+    """
     gp, g = st.gp, st.gp.graph
     m = A.shape[0]
     tape = {}
-    lower, A0 = backward_lower(st, target, A, alphas=alpha, want_coeffs=True, tape=tape)
+    betas = None
+    if beta is not None:
+        z = gp.zoff
+        B = -beta * sign
+        betas = {k: B[:, z[k]:z[k + 1]] for k in range(gp.n_layers) if np.any(sign[z[k]:z[k + 1]])}
+    lower, A0 = backward_lower(st, target, A, alphas=alpha, want_coeffs=True, tape=tape,
+                               betas=betas)
     xl, xu = st.lo[0].reshape(-1), st.hi[0].reshape(-1)
     vals = {0: np.where(A0 >= 0.0, xl, xu).reshape((m,) + g.nodes[0].shape)}
     grad = np.zeros((m, gp.n_relus))
+    gbeta = None if beta is None else np.zeros((m, gp.n_relus))
     need = sorted(g.ancestors(target) | {target})
     for v in need:
         if v == 0:
@@ -39,18 +62,21 @@ def alpha_lower_and_grad(st, target, A, alpha):
         if isinstance(nd.op, Relu):
             k = gp.relu_index[v]
             z = vals[nd.inputs[0]].reshape(m, -1)
+            z0, z1 = gp.zoff[k], gp.zoff[k + 1]
             if k in tape:
+                if gbeta is not None:
+                    gbeta[:, z0:z1] = -sign[z0:z1] * z
                 Af, lo_s, up_s, icpt = tape[k]
                 Ap = np.maximum(Af, 0.0)
                 lo_s = np.broadcast_to(lo_s, z.shape)
-                grad[:, gp.zoff[k]:gp.zoff[k + 1]] = Ap * z * ((up_s != 1.0) & (up_s != 0.0))
+                grad[:, z0:z1] = Ap * z * ((up_s != 1.0) & (up_s != 0.0))
                 out = np.where(Ap > 0.0, lo_s * z, up_s * z + icpt)
             else:
                 out = np.maximum(z, 0.0)
             vals[v] = out.reshape((m,) + nd.shape)
         else:
             vals[v] = nd.op.forward(*[vals[i] for i in nd.inputs])
-    return lower, grad
+    return lower, grad, gbeta
 
 
 def graph_backward_coefficients(gp, lbd, C, d=None, alpha=None):

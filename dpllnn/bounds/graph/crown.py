@@ -104,7 +104,7 @@ def _rows_chunk(gp, target) -> int:
 
 
 def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, overrides=None,
-                   want_coeffs=False, tape=None):
+                   want_coeffs=False, tape=None, betas=None):
     """Sound lower bounds of ``<A[r], value of node target>`` over the region of ``st``.
 
     Parameters
@@ -119,6 +119,11 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
     tape : dict, optional -- filled with what the alpha gradient needs: ``tape[k]`` =
         ``(coefficients at the ReLU's output, lower slopes, upper slopes, intercepts)`` per ReLU number
         (the rows are not chunked when a tape is asked for)
+    betas : dict, optional -- ReLU number ``k`` -> coefficients (m, size_k) added to the rows
+        at the ReLU's pre-activation: beta-CROWN's Lagrangian terms ``-beta_j s_j z_j`` of the
+        split constraints ``s_j z_j >= 0`` (``dpllnn.bounds.graph.beta``); the result is then a
+        lower bound of ``<A, v> - sum_j beta_j s_j z_j``, which is below ``<A, v>`` wherever the
+        splits hold (weak duality).  Not with ``overrides``; rows are not chunked.
 
     Returns
     -------
@@ -129,7 +134,7 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
         z = st.gp.zoff
         alphas = {k: alphas[:, z[k]:z[k + 1]] for k in range(st.gp.n_layers)}
     step = _rows_chunk(st.gp, target)
-    if m > step and tape is None:
+    if m > step and tape is None and betas is None:
         outs = [backward_lower(st, target, A[s:s + step],
                                None if alphas is None else {k: a[s:s + step] for k, a in
                                                             alphas.items()},
@@ -168,6 +173,12 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
             t = An * icpt
             const += t.sum(axis=1)
             mag += np.abs(t).sum(axis=1) + np.abs(Apre) @ st.amax(p)
+            b = None if betas is None else betas.get(k)
+            if b is not None:
+                # the sum may cancel: its rounding is covered by both summands' magnitudes
+                mag += np.abs(b) @ st.amax(p)
+                Apre = Apre + b
+                mag += np.abs(Apre) @ st.amax(p)
             parts = (Apre.reshape(Av.shape),)
         else:
             const += nd.op.bias_term(Av)
