@@ -100,9 +100,10 @@ def test_background_answers_equal_synchronous(seed, two_threads):
                 sync.append(llp.solve(ph, b.lb, b.ub, rr, mode="refute")[0])
             job = LPJob(ph.copy(), b.lb.copy(), b.ub.copy(), todo, 10.0,
                         time.monotonic() + 60, stop_first=False)
-            assert alp.submit(job)
-            assert alp.busy() and kernel_threads() == 1     # one core left to the kernels
-            assert not alp.submit(job)                       # one job at a time
+            with lock:      # the LP thread waits for the lock, so the job cannot end meanwhile
+                assert alp.submit(job)
+                assert alp.busy() and kernel_threads() == 1     # one core left to the kernels
+                assert not alp.submit(job)                       # one job at a time
             t = time.monotonic()
             got = []
             while not got and time.monotonic() - t < 30:

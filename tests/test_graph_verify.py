@@ -106,7 +106,8 @@ def test_conv_chain_matches_exhaustive(tmp_path):
             assert res.verdict is Verdict.UNSAT
             assert truth == "unsat", f"seed {seed}: verify unsat, oracle sat (margins {margins})"
     assert total >= 10, f"too few usable random problems: {total}"
-    assert decided >= (2 * total + 2) // 3, f"only {decided}/{total} decided: {verdicts}"
+    # with the graph LP deciding complete assignments the search is complete on these nets
+    assert decided == total, f"only {decided}/{total} decided: {verdicts}"
 
 
 def _check_nonchain(g, spec, res):

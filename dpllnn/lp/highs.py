@@ -353,7 +353,6 @@ class LayeredLP:
 
     def __init__(self, network: Network, C, d, lb, ub, L0, U0, rtol: float = 1e-6,
                  time_limit_s: float | None = None):
-        import highspy
 
         self.network = network
         self.rtol = float(rtol)
@@ -433,9 +432,14 @@ class LayeredLP:
         self.out_loos = self.rtol * (1.0 + np.abs(self.out_rhs) + np.abs(CW) @ prev_mag)
         row += m
         self.nrow = row
-        ri = np.concatenate(ri)
-        ci = np.concatenate(ci)
-        vi = np.concatenate(vi)
+        self._pass_model(np.concatenate(ri), np.concatenate(ci), np.concatenate(vi), row, ncol,
+                         time_limit_s)
+
+    def _pass_model(self, ri, ci, vi, row, ncol, time_limit_s):
+        """Hand the rows (COO ``ri, ci, vi``; ``row`` rows, ``ncol`` columns, objective ``t``
+        in the last column, inputs boxed) to a new HiGHS instance; set the solve state."""
+        import highspy
+        n_in = self.n_in
         order = np.argsort(ri, kind="stable")
         ri, ci, vi = ri[order], ci[order], vi[order]
         start = np.searchsorted(ri, np.arange(row + 1)).astype(np.int32)

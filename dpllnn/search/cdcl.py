@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from ..bounds import alpha_crown, compute_bounds
+from ..lp.graph_lp import GraphLP, graph_lp_columns
 from ..lp.highs import LayeredLP
 from ..result import Verdict
 from .asynclp import AsyncRelaxationLP
@@ -50,6 +51,10 @@ RESTART_BASE = 64
 #: with <= 12 or <= 40; the root relaxation's optimum also seeds PGD, finding prop_2_0.03's
 #: counterexample in 3-4 s)
 LP_UNSTABLE = 1 << 30
+#: graphs get the cell / relaxation LP only up to this many LP columns (one per tensor element):
+#: the tiny conv nets whose searches reach complete assignments have a few hundred; resnet_2b has
+#: ~30,000 and its searches never complete an assignment
+GRAPH_LP_MAX_COLUMNS = 5000
 #: relaxation LPs on a background thread when the search has a spare core (the parallel
 #: search's idle workers lend theirs), instead of on the search's path (``asynclp``)
 ASYNC_LP = True
@@ -160,12 +165,17 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         theory.reset_root(None)
     if not theory.root_infeasible:
         theory.fit_alpha()
-    if not theory.root_infeasible and not getattr(network, "is_graph", False):
-        # cells and relaxations on one incremental layered LP per case (dense chains; a graph's
-        # complete assignments are blocked without an LP, so its search proves unsat only by
-        # bounds, never by an LP certificate)
+    is_graph = getattr(network, "is_graph", False)
+    if not theory.root_infeasible and (not is_graph or
+                                       graph_lp_columns(network) <= GRAPH_LP_MAX_COLUMNS):
+        # cells and relaxations on one incremental layered LP per case.  A graph's LP has a
+        # column per tensor element, so large graphs go without: their complete assignments are
+        # blocked without proof and their searches prove unsat by bounds alone
         r = theory.snaps[0].lbd
-        theory.llp = LayeredLP(network, theory.C, theory.d, theory.lb, theory.ub, r.lb, r.ub)
+        if is_graph:
+            theory.llp = GraphLP(network, theory.C, theory.d, theory.lb, theory.ub, r)
+        else:
+            theory.llp = LayeredLP(network, theory.C, theory.d, theory.lb, theory.ub, r.lb, r.ub)
         if ASYNC_LP:
             theory.async_lp = AsyncRelaxationLP(theory.llp, theory.llp_lock)
 
