@@ -181,8 +181,10 @@ class Conv(LinearOp):
         Bp, C, Ho, Wo, kh, kw = cols.shape
         cg = C // g
         if g == 1:      # one GEMM: (B' Ho Wo, C kh kw) x (C kh kw, C_out)
-            c = cols.transpose(0, 2, 3, 1, 4, 5).reshape(Bp, Ho, Wo, cg * kh * kw)
-            out = (c @ Wg[0].T).transpose(0, 3, 1, 2)
+            # 2-D operands: a 4-D left operand makes matmul run one small GEMM per (B', Ho)
+            # (measured 3.5x slower on sri_resnet_a's 128-channel 3x3 convs)
+            c = cols.transpose(0, 2, 3, 1, 4, 5).reshape(Bp * Ho * Wo, cg * kh * kw)
+            out = (c @ Wg[0].T).reshape(Bp, Ho, Wo, -1).transpose(0, 3, 1, 2)
             return np.ascontiguousarray(out).reshape((B,) + self._out_shape)
         # grouped / depthwise: one batched GEMM over the groups
         c = cols.reshape(Bp, g, cg, Ho, Wo, kh, kw).transpose(0, 1, 2, 5, 6, 3, 4)
@@ -213,7 +215,8 @@ class Conv(LinearOp):
         Hp, Wp = self._sp[0] + pt + pb, self._sp[1] + pl + pr
         Xp = np.zeros((m * N, C, Hp, Wp))
         if g == 1:
-            a = A.reshape(m * N, cog, Ho, Wo).transpose(0, 2, 3, 1)    # (mN, Ho, Wo, C_out)
+            # (mN Ho Wo, C_out) as one 2-D GEMM operand (see _apply)
+            a = A.reshape(m * N, cog, Ho * Wo).transpose(0, 2, 1).reshape(-1, cog)
             cols = (a @ self._Wg[0]).reshape(m * N, Ho, Wo, cg, kh, kw).transpose(
                 0, 3, 4, 5, 1, 2)                                      # (mN, C, kh, kw, Ho, Wo)
         else:
