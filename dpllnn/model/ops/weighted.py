@@ -184,7 +184,7 @@ class Conv(LinearOp):
             # 2-D operands: a 4-D left operand makes matmul run one small GEMM per (B', Ho)
             # (measured 3.5x slower on sri_resnet_a's 128-channel 3x3 convs)
             c = cols.transpose(0, 2, 3, 1, 4, 5).reshape(Bp * Ho * Wo, cg * kh * kw)
-            out = (c @ Wg[0].T).reshape(Bp, Ho, Wo, -1).transpose(0, 3, 1, 2)
+            out = (c @ Wg[0].T).reshape(Bp, Ho, Wo, Wg.shape[1]).transpose(0, 3, 1, 2)
             return np.ascontiguousarray(out).reshape((B,) + self._out_shape)
         # grouped / depthwise: one batched GEMM over the groups
         c = cols.reshape(Bp, g, cg, Ho, Wo, kh, kw).transpose(0, 1, 2, 5, 6, 3, 4)
