@@ -11,6 +11,13 @@ class DpllnnError(Exception):
     """Base class of user-facing errors (exit code 2)."""
 
 
+class DeadlineReached(Exception):
+    """A bound computation stopped at the run's deadline (``verify`` answers ``timeout``).
+
+    Raised between the nodes of a graph's bound pass, which on a large ResNet takes longer than
+    a short limit (resnet_4b's root CROWN pass: 10 s on a quiet machine, 45 s under load)."""
+
+
 class InputFileError(DpllnnError):
     """A file is missing, unreadable, empty or not in the expected format.
 

@@ -173,3 +173,20 @@ def test_verivital_avgpool_sample(prop, expected):
         x = np.asarray(res.counterexample.x, np.float64).reshape(-1)
         y = net.forward(x)
         assert any(c.contains(x) and any(dj.holds(y) for dj in c.disjuncts) for c in spec.cases)
+
+
+def test_graph_root_bounds_stop_at_the_deadline(tmp_path):
+    """A limit shorter than the root bound pass of a graph ends in ``timeout`` near the limit
+    (the pass stops between nodes), not long after it: this net's root CROWN pass takes ~46 s,
+    the run with a 0.05 s limit ~3 s (one node's rows are not interrupted)."""
+    import time
+
+    rng = np.random.default_rng(5)
+    model = resnet(rng, in_shape=(3, 16, 16), width=8, blocks=3, n_out=10)
+    g = _graph(model, tmp_path, "deadline_resnet")
+    spec = _random_spec(rng, g, n_samples=16)
+    t = time.monotonic()
+    res = dpllnn.verify(g, spec, timeout_s=0.05, workers=1, falsify_s=0.0)
+    took = time.monotonic() - t
+    assert res.verdict is Verdict.TIMEOUT, res.verdict
+    assert took < 12.0, took

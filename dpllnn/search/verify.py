@@ -30,6 +30,7 @@ import numpy as np
 
 from ..attack import falsify
 from ..bounds import alpha_crown, compute_bounds, lower_bound_minimisers, pack
+from ..errors import DeadlineReached
 from ..network import Network
 from .. import limits
 from ..result import Result, Verdict
@@ -45,7 +46,7 @@ FIRST_ATTACK_S = 0.3
 
 
 def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate_iters=0,
-                base=None):
+                base=None, deadline=None):
     """Refute disjuncts of ``case`` with root bounds.
 
     ``intermediate_iters > 0`` (``method="alpha"`` only): also optimise the hidden layers' bounds
@@ -63,11 +64,13 @@ def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate
     if not nonempty:
         return list(open_idx), None
     C, d, rows = case.stack(nonempty)
+    # graphs stop at the deadline (DeadlineReached); a dense chain's root takes milliseconds
+    kw = {"deadline": deadline} if getattr(packed, "is_graph", False) and deadline else {}
     if method == "alpha":
         lbd = alpha_crown(packed, case.lb, case.ub, None, C, d, intermediate=intermediate_iters > 0,
-                          intermediate_iters=max(intermediate_iters, 1), base=base)
+                          intermediate_iters=max(intermediate_iters, 1), base=base, **kw)
     else:
-        lbd = compute_bounds(packed, case.lb, case.ub, None, method, C=C, d=d)
+        lbd = compute_bounds(packed, case.lb, case.ub, None, method, C=C, d=d, **kw)
     if stats is not None:
         stats["root_unstable"] = int(lbd.n_unstable)
     if lbd.infeasible:  # cannot happen without phases, but never refute on it silently
@@ -124,6 +127,9 @@ def verify(network: Network, spec: Spec, *, memory_limit_mb: float | None = None
     try:
         with limits.memory_limit(memory_limit_mb) as budget:
             result = _verify(network, spec, **kwargs)
+    except DeadlineReached:         # a graph's bound pass ran into the time limit
+        result = Result(Verdict.TIMEOUT, time.monotonic() - t0, None,
+                        {"mode": kwargs.get("mode", "auto")}, "time limit reached")
     except MemoryError as e:        # MemoryLimitReached, or a real allocation failure
         result = Result(Verdict.UNKNOWN, time.monotonic() - t0, None,
                         {"mode": kwargs.get("mode", "auto")}, f"memory limit: {e}")
@@ -203,7 +209,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     for ci in live:
         case = spec.cases[ci]
         open_per_case[ci], roots[ci] = root_refute(packed, case, range(len(case.disjuncts)),
-                                                   "crown", stats)
+                                                   "crown", stats, deadline=deadline)
     stats["root_bounds_s"] = time.monotonic() - t
     if not any(open_per_case.values()):
         stats["root_refuted"] = spec.n_disjuncts
@@ -350,7 +356,8 @@ def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats):
             still2, lbd2 = root_refute(packed, case, still, "alpha",
                                        base=root if root is not None and root.method == "crown"
                                        and not root.infeasible else None,
-                                       intermediate_iters=ROOT_INTERMEDIATE_ITERS)
+                                       intermediate_iters=ROOT_INTERMEDIATE_ITERS,
+                                       deadline=deadline)
             if len(still2) < len(still):
                 stats["alpha_refuted"] = stats.get("alpha_refuted", 0) + len(still) - len(still2)
             open_per_case[ci] = still2

@@ -152,7 +152,7 @@ def graph_alpha_crown(gp, lb, ub, phase, C, d=None, iters: int = 20, lr: float =
     m = C.shape[0]
     if base is None:
         base = graph_bounds(gp, lb, ub, phase, "crown", start_layer, prev, C=C, d=d,
-                            outer=outer)
+                            outer=outer, deadline=deadline)
     elif base.obj_lower is None or base.obj_lower.shape != (m,):
         base.obj_lower, base.obj_upper = graph_objective_bounds(gp, lb, ub, base, C, d)
     base.method = "alpha"

@@ -18,8 +18,11 @@ region) are intersected into every recomputed pre-activation.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from ...errors import DeadlineReached
 from ...model.graph import Relu
 from ..pack import ABS_MARGIN
 from ..layers import LayerBounds, _box, _infeasible, _objective, _zphase
@@ -43,21 +46,25 @@ def _crown_rows(st, v, rows, shape):
 
 def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
                  start_layer: int = 0, prev: LayerBounds | None = None, C=None, d=None,
-                 outer: LayerBounds | None = None, **alpha_kw) -> LayerBounds:
+                 outer: LayerBounds | None = None, deadline: float | None = None,
+                 **alpha_kw) -> LayerBounds:
     """Sound bounds on every ReLU pre-activation and output of a graph (module docstring).
 
     Parameters and result as for :func:`dpllnn.bounds.compute_bounds` (``method`` in ``ibp``,
     ``crown``, ``alpha``; ``symbolic`` is computed as ``crown``); the result's ``sweep`` holds
     the bounds of every node for later objective passes.
 
+    ``deadline`` (``time.monotonic()``, optional): checked before each node's CROWN rows.
+
     Raises
     ------
     ValueError -- bad shapes, a non-finite box, ``start_layer > 0`` without ``prev``
+    DeadlineReached -- past ``deadline``
     """
     if method == "alpha":
         from .alpha import graph_alpha_crown
         return graph_alpha_crown(gp, lb, ub, phase, C, d, start_layer=start_layer, prev=prev,
-                                 outer=outer, **alpha_kw)
+                                 outer=outer, deadline=deadline, **alpha_kw)
     if method not in ("ibp", "crown", "symbolic"):
         raise ValueError(f"unknown bound method {method!r}")
     use_crown = method != "ibp"
@@ -128,6 +135,8 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
                 l[:] = np.maximum(l, o_lb[z0:z1])
                 h[:] = np.minimum(h, o_ub[z0:z1])
             rows = np.flatnonzero((l < 0.0) & (h > 0.0)) if ks else np.arange(l.size)
+            if rows.size and deadline is not None and time.monotonic() > deadline:
+                raise DeadlineReached("graph bounds: deadline reached")
             if rows.size:
                 cl, cu = _crown_rows(st, v, rows, nd.shape)
                 l[rows] = np.maximum(l[rows], cl)
