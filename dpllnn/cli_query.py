@@ -91,10 +91,6 @@ def cmd_verify_query(args, query_path: str, mapping: dict) -> int:
             raise DpllnnError(f"{query_path} declares {len(query.networks)} networks: give "
                               "each model with --network NAME=MODEL.onnx")
         mapping = {query.networks[0].name: args.network}
-    if any(v.dtype != "real" for v in query.variables):
-        print("dpllnn: note: the query's element types are analysed over the reals (float "
-              "rounding inside the network is not modelled; sat is replayed in onnxruntime)",
-              file=sys.stderr)
     workers = args.workers if args.workers is not None else default_workers()
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
     qres = solve_query(query, mapping, timeout_s=remaining, seed=args.seed, workers=workers,
@@ -120,6 +116,9 @@ def cmd_verify_query(args, query_path: str, mapping: dict) -> int:
     bits = [f"time {res.time_s:.3f} s"] + [f"{k} {st[k]}" for k in
                                             ("mode", "networks", "shared_inputs", "nodes",
                                              "conflicts") if k in st]
+    if any(v.dtype != "real" for v in query.variables):
+        bits.append("element types analysed over the reals (rounding inside the networks is "
+                    "not modelled; sat is replayed in onnxruntime)")
     print("dpllnn: " + ", ".join(bits) + (f"; {res.reason}" if res.reason else ""),
           file=sys.stderr)
     return 0

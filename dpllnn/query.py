@@ -31,7 +31,7 @@ from .result import Result, Verdict
 from .spec import Case, Disjunct, Spec
 
 __all__ = ["Bound", "Lowered", "bind_models", "lower_query", "solve_query", "replay",
-           "format_assignment", "STANDARD_VERDICTS"]
+           "format_assignment", "model_types", "STANDARD_VERDICTS"]
 
 #: the standard's words for the first line of ``verify`` (chapter "Command-line Interface")
 STANDARD_VERDICTS = {Verdict.SAT: "sat", Verdict.UNSAT: "unsat", Verdict.UNKNOWN: "unknown",
@@ -52,7 +52,8 @@ class Bound:
     output_type: str
 
 
-def _model_types(path: str) -> tuple[str, str]:
+def model_types(path: str) -> tuple[str, str]:
+    """ONNX element type names (``float32``, ...) of a model's input and output."""
     import onnx
 
     model = onnx.load(path, load_external_data=False)
@@ -103,7 +104,7 @@ def bind_models(query: Query, mapping: dict) -> dict:
         path = str(mapping[decl.name])
         if path not in loaded:
             net = load_onnx(path)
-            loaded[path] = Bound(path, net, *_model_types(path))
+            loaded[path] = Bound(path, net, *model_types(path))
         out[decl.name] = loaded[path]
     for decl in query.networks:
         if decl.equal_to:
@@ -124,8 +125,11 @@ def _check_declaration(query, decl, bound: Bound):
         # written or left out (the importer strips it)
         if var.size != size or tuple(var.shape) not in (shape, (1,) + shape):
             raise ShapeMismatch(f"{query.path}: {var.kind} {var.name} of network {decl.name} "
-                                f"is declared {list(var.shape)} but {bound.path} has "
-                                f"{list(shape)}")
+                                f"is declared {_dims(var.shape)} but {bound.path} has {_dims(shape)}")
+
+
+def _dims(shape) -> str:
+    return "[" + ",".join(str(int(d)) for d in shape) + "]"
 
 
 @dataclass
@@ -267,7 +271,9 @@ def solve_query(query: Query, mapping: dict, *, timeout_s: float = 60.0, **verif
     bound = bind_models(query, mapping)
     low = lower_query(query, bound)
     if not low.spec.cases:
-        res = Result(Verdict.UNSAT, time.monotonic() - t0, None, {"networks": len(query.networks)},
+        res = Result(Verdict.UNSAT, time.monotonic() - t0, None,
+                     {"networks": len(query.networks),
+                      "shared_inputs": int(query.n_x - low.spec.n_inputs)},
                      "the assertions contradict each other (no case is left after lowering)")
         return QueryResult(res, None)
     remaining = max(0.0, timeout_s - (time.monotonic() - t0))
@@ -294,6 +300,6 @@ def format_assignment(query: Query, assignment: dict) -> list[str]:
     a header ``NAME TYPE [d1,d2,...]`` and then its values, one a line, row-major."""
     lines = []
     for v in query.variables:
-        lines.append(f"{v.name} {v.dtype} [{','.join(str(s) for s in v.shape)}]")
+        lines.append(f"{v.name} {v.dtype} {_dims(v.shape)}")
         lines.extend(_number(x) for x in np.asarray(assignment[v.name]).reshape(-1))
     return lines

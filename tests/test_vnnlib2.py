@@ -227,3 +227,153 @@ def test_unlinked_inputs_are_concatenated(tmp_path, nets):
                           + "(assert (>= (- Y[0,0] Y2[0,0]) 100.0))\n"))
     r = solve_query(q, {"f": a}, timeout_s=30, workers=1)
     assert r.verdict is Verdict.UNSAT and r.result.stats["shared_inputs"] == 0
+
+
+def test_graph_models_side_by_side(tmp_path):
+    """A conv net against a perturbed copy (graph path): sat, replayed on both models."""
+    m = conv_net(np.random.default_rng(5), in_shape=(1, 4, 4), channels=(2,), n_out=2)
+    p = onnx.ModelProto()
+    p.CopyFrom(m)
+    last = [t for t in p.graph.initializer if list(t.dims) == [2]][-1]
+    arr = onnx.numpy_helper.to_array(last).copy() + 0.05
+    last.CopyFrom(onnx.numpy_helper.from_array(arr, last.name))
+    a, b = str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")
+    onnx.save(m, a)
+    onnx.save(p, b)
+    decl = (HEAD + "(declare-network f (declare-input X float32 [1,1,4,4]) "
+            "(declare-output Y float32 [1,2]))\n(declare-network g (isomorphic-to f) "
+            "(declare-input X2 float32 [1,1,4,4]) (declare-output Y2 float32 [1,2]))\n")
+    idx = [f"0,0,{i},{j}" for i in range(4) for j in range(4)]
+    body = "".join(f"(assert (== X[{k}] X2[{k}]))\n(assert (>= X[{k}] 0.0))\n"
+                   f"(assert (<= X[{k}] 1.0))\n" for k in idx)
+    body += "(assert (>= (- Y2[0,0] Y[0,0]) 0.01))\n"
+    r = solve_query(parse_query(write(tmp_path, "q.vnnlib", decl + body)), {"f": a, "g": b},
+                    timeout_s=60, workers=1)
+    assert r.verdict is Verdict.SAT and r.result.stats["shared_inputs"] == 16
+    x = r.assignment["X"].reshape(1, 1, 4, 4)
+    assert ort_forward(p, x)[0, 0] - ort_forward(m, x)[0, 0] >= 0.01
+
+
+# ---- the standard's solver interface ----------------------------------------------------------
+
+def run_cli(capsys, *argv):
+    code = main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_verify_stdout_format_sat_and_unsat(tmp_path, nets, capsys):
+    a, b, ma, mb = nets
+    q = write(tmp_path, "q.vnnlib", diff_query())
+    code, out, err = run_cli(capsys, "verify", q, "--network", f"f={a}", "--network", f"g={b}",
+                             "--timeout", "30.5", "--workers", "1")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "sat"
+    assert [lines[k] for k in (1, 4, 7, 10)] == ["X float32 [1,2]", "Y float32 [1,2]",
+                                                  "X2 float32 [1,2]", "Y2 float32 [1,2]"]
+    assert len(lines) == 13
+    vals = np.array([float(lines[k]) for k in (2, 3, 5, 6, 8, 9, 11, 12)])
+    x = vals[:2].reshape(1, 2)
+    assert np.array_equal(vals[:2], vals[4:6])
+    assert np.allclose(ort_forward(ma, x).reshape(-1), vals[2:4])
+    assert np.allclose(ort_forward(mb, x).reshape(-1), vals[6:8])
+    res = tmp_path / "res.txt"
+    q_same = write(tmp_path, "same.vnnlib", diff_query(relation="(equal-to f)"))
+    code, out, err = run_cli(capsys, "verify", q_same, "--network", f"f={a}", "--timeout", "20",
+                             "--results-file", res)
+    assert code == 0 and out == "unsat\n" and res.read_text() == "unsat\n"
+
+
+def test_supports_and_global_options(capsys):
+    from dpllnn import __version__
+    from dpllnn.io.onnx_graph import GRAPH_OPS
+
+    code, out, _ = run_cli(capsys, "supports", "--onnx-operators")
+    assert code == 0 and out.splitlines() == sorted(GRAPH_OPS) and "Relu" in out.split()
+    for cap, want in (("--multiple-network-theories", "SNET\nMENET\nMINET\nMNET\n"),
+                      ("--hidden-node-theories", "NH\n"), ("--onnx-element-types", "real\n"),
+                      ("--arithmetic-complexity-theories", "BND\nOUTC\nLIN\n"),
+                      ("--serialise-assignments", "false\n")):
+        assert run_cli(capsys, "supports", cap)[1] == want
+    assert len(run_cli(capsys, "supports", "--onnx-opset-versions")[1].split()) == 2
+    assert run_cli(capsys, "--name")[1] == "dpllnn\n"
+    assert run_cli(capsys, "--version")[1] == f"{__version__}\n"
+
+
+BAD = {
+    "unknown network": (diff_query(), ["f={a}", "g={a}", "h={a}"], "declares no network h"),
+    "missing network": (diff_query(), ["f={a}"], "network g has no model"),
+    "unnecessary model": (diff_query(relation="(equal-to f)"), ["f={a}", "g={a}"],
+                          "takes f's model"),
+    "shape mismatch": (two_net_decl(shape_in="[1,3]") + "".join(
+        f"(assert (>= {v}[0,{i}] 0.0)) (assert (<= {v}[0,{i}] 1.0))" for v in ("X", "X2")
+        for i in range(3)), ["f={a}", "g={a}"], "declared [1,3]"),
+    "type mismatch": (diff_query().replace("X float32", "X float64").replace(
+        "X2 float32", "X2 float64"), ["f={a}", "g={a}"], "declared float64"),
+    "hidden node": (HEAD + "(declare-network f (declare-input X real [2]) (declare-hidden H real "
+                    "[8] \"h\") (declare-output Y real [2]))\n(assert (<= H[0] 0.0))",
+                    ["f={a}"], "hidden-node"),
+    "polynomial": (HEAD + "(declare-network f (declare-input X real [2]) (declare-output Y real "
+                   "[2]))\n(assert (>= X[0] 0.0))\n(assert (<= (* X[0] X[1]) 1.0))",
+                   ["f={a}"], "POLY"),
+    "undeclared variable": (HEAD + "(declare-network f (declare-input X real [2]) "
+                            "(declare-output Y real [2]))\n(assert (<= Z[0] 1.0))",
+                            ["f={a}"], "Undeclared variable"),
+    "unbounded input": (HEAD + "(declare-network f (declare-input X real [2]) (declare-output Y "
+                        "real [2]))\n(assert (>= X[0] 0.0))\n(assert (<= Y[0] 1.0))",
+                        ["f={a}"], "X[1] of network f has no lower bound"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_inputs_exit_2_with_one_line(tmp_path, nets, capsys, case):
+    text, maps, needle = BAD[case]
+    q = write(tmp_path, "q.vnnlib", text + "\n")
+    argv = ["verify", q]
+    for m in maps:
+        argv += ["--network", m.format(a=nets[0])]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    if case in ("hidden node", "polynomial", "undeclared variable"):
+        assert f"{q}:" in err          # names the file and the line
+
+
+def test_run_instance_with_the_network_list(tmp_path, nets):
+    a, b, _, _ = nets
+    repo = Path(__file__).resolve().parents[1]
+    shim = tmp_path / "dpllnn"
+    shim.write_text(f"#!/usr/bin/env bash\nPYTHONPATH={repo} exec {sys.executable} -m "
+                    "dpllnn.cli \"$@\" --workers 1\n")
+    shim.chmod(0o755)
+    q = write(tmp_path, "q.vnnlib", diff_query())
+    res = tmp_path / "res.txt"
+    r = subprocess.run([str(repo / "benchmarks/vnncomp/run_instance.sh"), "v1", "test",
+                        f"[('f', '{a}'), ('g', '{b}')]", q, str(res), "30"],
+                       capture_output=True, text=True, env={"DPLLNN_BIN": str(shim),
+                                                             "PATH": "/usr/bin:/bin"},
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = res.read_text().splitlines()
+    assert lines[0] == "sat" and lines[1] == "X float32 [1,2]" and len(lines) == 13
+
+
+def test_equiv_emit_query_agrees_with_verify(tmp_path, nets, capsys):
+    """dpllnn equiv and dpllnn verify on the emitted query: a net and its pruned copy
+    (equivalent <-> unsat), a net and a perturbed copy (different <-> sat).  eps 0.01: the
+    ordinary search bounds both networks separately, so it proves the default eps (~1e-6) of a
+    pruned copy only by splitting the box very finely (equiv's neuron matching does it at once)."""
+    a, b, _, _ = nets
+    region = write(tmp_path, "region.vnnlib", "".join(
+        f"(declare-const X_{i} Real)\n(assert (>= X_{i} -0.2))\n(assert (<= X_{i} 0.3))\n"
+        for i in range(2)) + "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n")
+    pruned = tmp_path / "pruned.onnx"
+    assert run_cli(capsys, "prune", a, "--region", region, "-o", pruned)[0] == 0
+    for other, eq_word, verdict in ((pruned, "equivalent", "unsat"), (b, "different", "sat")):
+        q = tmp_path / f"q_{eq_word}.vnnlib"
+        code, out, err = run_cli(capsys, "equiv", a, other, "--region", region,
+                                 "--emit-query", q, "--timeout", "30", "--eps", "0.01")
+        assert code == 0 and out.splitlines()[0] == eq_word and "--network A=" in err
+        code, out, err = run_cli(capsys, "verify", q, "--network", f"A={a}", "--network",
+                               f"B={other}", "--timeout", "60", "--workers", "1")
+        assert code == 0 and out.splitlines()[0] == verdict, err
