@@ -377,3 +377,43 @@ def test_equiv_emit_query_agrees_with_verify(tmp_path, nets, capsys):
         code, out, err = run_cli(capsys, "verify", q, "--network", f"A={a}", "--network",
                                f"B={other}", "--timeout", "60", "--workers", "1")
         assert code == 0 and out.splitlines()[0] == verdict, err
+
+
+def test_side_by_side_chain_and_graph_compute_every_part(nets):
+    """Composed outputs = [f(u[sel_f]); g(u[sel_g]); u] for u above the passthrough bound, for
+    parts of different depths, in both the chain and the graph form."""
+    import dpllnn
+    from dpllnn.model.compose import side_by_side_chain, side_by_side_graph
+    from dpllnn.network import Affine, Network
+
+    f = dpllnn.load_network(nets[0])
+    rng = np.random.default_rng(0)
+    g = Network([Affine(rng.normal(size=(3, 3)), rng.normal(size=3))], input_shape=(3,))
+    sels = [np.array([0, 2]), np.array([2, 1, 3])]
+    lb = np.full(4, -1.0)
+    U = rng.uniform(-1, 1, size=(50, 4))
+    want = np.hstack([f.forward(U[:, sels[0]]), g.forward(U[:, sels[1]]), U])
+    chain = side_by_side_chain([f, g], sels, 4, passthrough_lb=lb)
+    graph = side_by_side_graph([f, g], sels, 4, passthrough=True)
+    assert np.allclose(chain.forward(U), want, atol=1e-12)
+    assert np.allclose(graph.forward(U), want, atol=1e-12)
+    assert chain.n_hidden_layers == f.n_hidden_layers
+
+
+def test_constraint_mixing_inputs_and_outputs(tmp_path, nets):
+    a, _, ma, _ = nets
+    decl = (HEAD + "(declare-network f (declare-input X float32 [1,2]) "
+            "(declare-output Y float32 [1,2]))\n"
+            + "".join(f"(assert (>= X[0,{i}] -1.0))\n(assert (<= X[0,{i}] 1.0))\n"
+                      for i in range(2)))
+    X = np.random.default_rng(0).uniform(-1, 1, size=(2000, 2))
+    Y = np.vstack([ort_forward(ma, x.reshape(1, 2)) for x in X[:200]])
+    s = X[:200, 0] + Y[:, 0]
+    hi = float(np.max(s))
+    q_sat = write(tmp_path, "sat.vnnlib", decl + f"(assert (>= (+ X[0,0] Y[0,0]) {hi - 0.01:.6f}))\n")
+    r = solve_query(parse_query(q_sat), {"f": a}, timeout_s=30, workers=1)
+    assert r.verdict is Verdict.SAT
+    assert r.assignment["X"][0] + r.assignment["Y"][0] >= hi - 0.01 - 1e-9
+    q_unsat = write(tmp_path, "unsat.vnnlib", decl + "(assert (>= (- X[0,0] Y[0,0]) 1000.0))\n")
+    assert solve_query(parse_query(q_unsat), {"f": a}, timeout_s=30,
+                       workers=1).verdict is Verdict.UNSAT
