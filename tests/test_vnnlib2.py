@@ -262,11 +262,20 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+def run_verify(*argv):
+    """``dpllnn verify`` in its own process: its --timeout counts from the process start."""
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "dpllnn.cli", "verify", *map(str, argv)],
+                       capture_output=True, text=True, cwd=repo, timeout=300,
+                       env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    return r.returncode, r.stdout, r.stderr
+
+
 def test_verify_stdout_format_sat_and_unsat(tmp_path, nets, capsys):
     a, b, ma, mb = nets
     q = write(tmp_path, "q.vnnlib", diff_query())
-    code, out, err = run_cli(capsys, "verify", q, "--network", f"f={a}", "--network", f"g={b}",
-                             "--timeout", "30.5", "--workers", "1")
+    code, out, err = run_verify(q, "--network", f"f={a}", "--network", f"g={b}",
+                                "--timeout", "30.5", "--workers", "1")
     lines = out.splitlines()
     assert code == 0 and lines[0] == "sat"
     assert [lines[k] for k in (1, 4, 7, 10)] == ["X float32 [1,2]", "Y float32 [1,2]",
@@ -279,8 +288,8 @@ def test_verify_stdout_format_sat_and_unsat(tmp_path, nets, capsys):
     assert np.allclose(ort_forward(mb, x).reshape(-1), vals[6:8])
     res = tmp_path / "res.txt"
     q_same = write(tmp_path, "same.vnnlib", diff_query(relation="(equal-to f)"))
-    code, out, err = run_cli(capsys, "verify", q_same, "--network", f"f={a}", "--timeout", "20",
-                             "--results-file", res)
+    code, out, err = run_verify(q_same, "--network", f"f={a}", "--timeout", "20",
+                                "--results-file", res)
     assert code == 0 and out == "unsat\n" and res.read_text() == "unsat\n"
 
 
@@ -374,8 +383,8 @@ def test_equiv_emit_query_agrees_with_verify(tmp_path, nets, capsys):
         code, out, err = run_cli(capsys, "equiv", a, other, "--region", region,
                                  "--emit-query", q, "--timeout", "30", "--eps", "0.01")
         assert code == 0 and out.splitlines()[0] == eq_word and "--network A=" in err
-        code, out, err = run_cli(capsys, "verify", q, "--network", f"A={a}", "--network",
-                               f"B={other}", "--timeout", "60", "--workers", "1")
+        code, out, err = run_verify(q, "--network", f"A={a}", "--network", f"B={other}",
+                                    "--timeout", "60", "--workers", "1")
         assert code == 0 and out.splitlines()[0] == verdict, err
 
 
