@@ -25,12 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpllnn", description="Complete verifier for ReLU networks "
                                 "(ONNX + VNN-LIB). sat = counterexample found; unsat = proved.")
     from . import __version__
-    p.add_argument("--version", action="version", version=f"dpllnn {__version__}")
+    from .cli_query import SOLVER_NAME
+    # the VNN-LIB 2.0 solver interface's global options: the bare version string, the name
+    p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("--name", action="version", version=SOLVER_NAME,
+                   help="show the solver's name and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
-    v = sub.add_parser("verify", help="decide a VNN-LIB property on an ONNX network")
-    v.add_argument("network", help="ONNX file")
-    v.add_argument("spec", help="VNN-LIB file (describes the unsafe set)")
+    v = sub.add_parser("verify", help="decide a VNN-LIB property on an ONNX network, or a "
+                       "VNN-LIB 2.0 query on the networks given with --network")
+    v.add_argument("network", metavar="NET.onnx|QUERY.vnnlib",
+                   help="ONNX file, or the VNN-LIB 2.0 query (with --network)")
+    v.add_argument("spec", nargs="?", metavar="PROP.vnnlib",
+                   help="VNN-LIB file (describes the unsafe set); 1.0, or 2.0 with one network")
+    v.add_argument("--network", dest="network_map", action="append", metavar="NAME=MODEL.onnx",
+                   help="the model of a network the VNN-LIB 2.0 query declares (repeat per "
+                        "network; not for equal-to networks)")
     v.add_argument("--timeout", type=_positive_float, default=60.0, help="wall-clock limit, s")
     v.add_argument("--results-file", help="write the VNN-COMP results file here (atomically)")
     v.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -58,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", choices=["ibp", "symbolic", "crown", "alpha"], default="crown")
     b.add_argument("--json", action="store_true")
 
+    from .cli_query import add_supports_parser
+    add_supports_parser(sub)
     from .bench.cli_bench import add_bench_parser
     add_bench_parser(sub)
     from .reduce.cli_reduce import add_reduce_parsers
@@ -103,8 +115,22 @@ def _load(args, need_spec=True):
 
 
 def cmd_verify(args) -> int:
+    from .cli_query import cmd_verify_query, network_mapping
+    from .io.vnnlib2 import is_vnnlib2
     from .io.witness import write_results_file
     from .search.verify import verify
+
+    if args.network_map or args.spec is None:      # the standard form: QUERY --network ...
+        if args.spec is not None:
+            raise DpllnnError("give either NET.onnx PROP.vnnlib or QUERY.vnnlib --network "
+                              "NAME=MODEL.onnx, not both")
+        if not is_vnnlib2(args.network):
+            raise DpllnnError(f"{args.network}: not a VNN-LIB 2.0 query (no (vnnlib-version "
+                              "<2.0>) header); a 1.0 property takes dpllnn verify NET.onnx "
+                              "PROP.vnnlib")
+        return cmd_verify_query(args, args.network, network_mapping(args.network_map))
+    if is_vnnlib2(args.spec):
+        return cmd_verify_query(args, args.spec, None)
 
     from . import START_MONOTONIC
 
@@ -215,7 +241,12 @@ def cmd_reduce(args) -> int:
             "equiv": R.cmd_equiv}[args.command](args)
 
 
-_COMMANDS = {"verify": cmd_verify, "info": cmd_info, "bounds": cmd_bounds, "bench": cmd_bench,
+def cmd_supports(args) -> int:
+    from .cli_query import cmd_supports as _cmd_supports
+    return _cmd_supports(args)
+
+
+_COMMANDS = {"verify": cmd_verify, "supports": cmd_supports, "info": cmd_info, "bounds": cmd_bounds, "bench": cmd_bench,
              "prune": cmd_reduce, "slice": cmd_reduce, "slice-eval": cmd_reduce,
              "equiv": cmd_reduce}
 

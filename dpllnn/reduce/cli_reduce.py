@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -77,6 +78,10 @@ def add_reduce_parsers(subparsers) -> None:
     q.add_argument("--budget", type=_nonneg_float, default=5.0,
                    help="MILP time for N_A's stable sets (used by the proof), s")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--emit-query", metavar="Q.vnnlib",
+                   help="also write the question as a VNN-LIB 2.0 query over networks A and B "
+                        "(dpllnn verify Q.vnnlib --network A=... --network B=...: unsat iff "
+                        "equivalent)")
     q.add_argument("--json", action="store_true")
 
 
@@ -214,9 +219,24 @@ def cmd_equiv(args) -> int:
         raise ShapeMismatch(f"{args.network_a} is {a.n_inputs}->{a.n_outputs}, "
                             f"{args.network_b} is {b.n_inputs}->{b.n_outputs}")
     boxes = _region(args.region, a)
+    eps = args.eps
+    if args.emit_query:
+        from ..io.atomic import atomic_write_text
+        from ..query import model_types
+        from .equiv import default_eps
+        from .equiv_query import equivalence_query
+
+        if eps is None:      # the value check_equivalence would choose, so both agree
+            eps = default_eps(a, boxes, seed=args.seed)
+        types = model_types(args.network_a) + model_types(args.network_b)
+        atomic_write_text(args.emit_query, equivalence_query(
+            boxes, eps, a.input_shape, a.output_shape, types))
+        print(f"dpllnn: wrote {args.emit_query}; decide it with: dpllnn verify "
+              f"{args.emit_query} --network A={args.network_a} --network B={args.network_b}",
+              file=sys.stderr)
     phases = [certify_stable(a, [bx], budget_s=args.budget / len(boxes), seed=args.seed).phase
               for bx in boxes]
-    res = check_equivalence(a, b, boxes, args.eps, timeout_s=args.timeout, seed=args.seed,
+    res = check_equivalence(a, b, boxes, eps, timeout_s=args.timeout, seed=args.seed,
                             phases=phases)
     if args.json:
         print(json.dumps(res.to_json()))

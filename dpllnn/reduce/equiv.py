@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bounds import compute_bounds, pack
+from ..model.compose import pad_to_depth
 from ..network import Affine, Network
 from ..spec import Case, Disjunct, Spec
 from .forms import form_difference_bound
@@ -36,17 +37,6 @@ from .stable import sample_box
 
 __all__ = ["product_network", "pad_to_depth", "check_equivalence", "EquivResult", "default_eps",
            "difference_spec", "tiled_upper_bounds"]
-
-
-def pad_to_depth(net: Network, depth: int) -> Network:
-    """The same function with ``depth`` ReLU layers (identity layers ``relu(v) - relu(-v)``)."""
-    affs = list(net.affines)
-    while len(affs) - 1 < depth:
-        last = affs[-1]
-        affs[-1] = Affine(np.vstack([last.W, -last.W]), np.concatenate([last.b, -last.b]))
-        m = last.n_out
-        affs.append(Affine(np.hstack([np.eye(m), -np.eye(m)]), np.zeros(m)))
-    return Network(affs, input_shape=tuple(net.input_shape), output_shape=tuple(net.output_shape))
 
 
 def product_network(A: Network, B: Network) -> Network:
