@@ -168,7 +168,8 @@ def rebound_hidden(packed: PackedNet, lbd: LayerBounds, hidden_alpha: dict, star
 def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr: float = 0.1,
                 start_layer: int = 0, prev: LayerBounds | None = None, alpha0=None,
                 base: LayerBounds | None = None, early_stop: bool = False,
-                intermediate: bool = False, intermediate_iters: int = 10) -> LayerBounds:
+                intermediate: bool = False, intermediate_iters: int = 10,
+                deadline: float | None = None) -> LayerBounds:
     """alpha-CROWN bounds on ``C @ y - d`` (Xu et al. 2021, *Fast and complete*).
 
     Parameters
@@ -188,6 +189,9 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
     intermediate : bool
         Also optimise the unstable neurons of the hidden layers (``intermediate_iters`` steps
         each); costs about ``L * intermediate_iters`` CROWN passes: for the root / periodic use.
+    deadline : float, optional
+        Graphs only (``time.monotonic()``): their bound passes stop at it with
+        :class:`dpllnn.errors.DeadlineReached`; a dense chain's pass takes milliseconds.
 
     Returns
     -------
@@ -199,7 +203,7 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
     if getattr(packed, "is_graph", False):
         from .graph.alpha import graph_alpha_crown
         return graph_alpha_crown(packed, lb, ub, phase, C, d, iters, lr, start_layer, prev,
-                                 alpha0=alpha0, base=base)
+                                 alpha0=alpha0, base=base, deadline=deadline)
     xl, xu = _box(packed, lb, ub)
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]
