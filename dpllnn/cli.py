@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:   # limits.Interrupted (SIGTERM/SIGINT) or a plain Ctrl-C
         limits.kill_descendants(wait_s=0.2)
         print(f"dpllnn: {e or 'interrupted'}", file=sys.stderr)
-        return getattr(e, "exit_code", 130)
+        code = getattr(e, "exit_code", 130)
+        if argv is None:             # the command line, not a call from Python: end at once
+            limits.exit_now(code)
+        return code
     except Exception as e:  # internal error: report, never a verdict
         if os.environ.get("DPLLNN_DEBUG"):
             traceback.print_exc()
