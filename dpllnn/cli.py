@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args, need_spec=True):
     from .io.onnx_import import load_onnx
-    from .io.vnnlib import parse_vnnlib
+    from .io.gz import load_vnnlib as parse_vnnlib   # also .vnnlib.gz
 
     net = load_onnx(args.network)
     spec = None
