@@ -113,6 +113,10 @@ def cmd_verify(args) -> int:
 
     t0 = START_MONOTONIC  # the timeout covers start-up and loading too
     net, spec = _load(args)
+    from .jitcache import kernels_cached
+    if not kernels_cached():
+        print("dpllnn: compiling the bound kernels (numba; once, then cached: `./run.sh setup` "
+              "does it ahead), 20-60 s ...", file=sys.stderr)
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
     from .search.portfolio import default_workers
     workers = args.workers if args.workers is not None else default_workers()
