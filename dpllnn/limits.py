@@ -377,9 +377,23 @@ def _watch(read_fd: int, signals: frozenset, force_s: float) -> None:
         return
 
 
+def _before_fork() -> None:
+    # A forked child inherits CPython's wake-up fd (the pipe shared with this process), not the
+    # watcher thread: a signal reaching the child before its after-fork hook runs (a worker
+    # terminated right after start) would wake this process's watcher.  Forks from the main
+    # thread (multiprocessing, ProcessPoolExecutor) therefore happen with the wake-up fd off.
+    if _WAKEUP is not None and threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(ValueError):
+            signal.set_wakeup_fd(-1)
+
+
+def _after_fork_in_parent() -> None:
+    if _WAKEUP is not None and threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(ValueError):
+            signal.set_wakeup_fd(_WAKEUP[1], warn_on_full_buffer=False)
+
+
 def _after_fork_in_child() -> None:
-    # A forked worker inherits CPython's wake-up fd (one pipe shared with the parent), not the
-    # watcher thread: without this a signal sent to a worker would wake the parent's watcher.
     if _WAKEUP is None:
         return
     try:
@@ -403,7 +417,8 @@ def _start_watcher(signals, force_s: float) -> None:
         os.close(w)
         return
     _WAKEUP = (r, w)
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
     threading.Thread(target=_watch, args=(r, frozenset(int(s) for s in signals), force_s),
                      name="dpllnn-signal-watcher", daemon=True).start()
 

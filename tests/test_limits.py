@@ -229,6 +229,31 @@ def test_signal_ends_run_while_main_thread_is_in_a_nogil_kernel(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")], "temp file left"
 
 
+def test_signals_to_newborn_children_do_not_stop_the_parent():
+    """A forked child shares the parent's signal wake-up pipe until its after-fork hook runs: a
+    worker terminated right after start must not wake the parent's watcher (which would end
+    the parent)."""
+    code = """
+        import multiprocessing as mp, time
+        from dpllnn import limits
+        limits.install_signal_handlers()
+        ctx = mp.get_context("fork")
+        for _ in range(12):
+            p = ctx.Process(target=time.sleep, args=(30,), daemon=True)
+            p.start()
+            p.terminate()
+            p.join(1)
+            if p.is_alive():            # the inherited handler may have caught it: a real
+                p.kill()                # worker resets SIGTERM first (search.portfolio)
+                p.join()
+        time.sleep(0.5)                 # past the watcher's force_s
+        print("parent alive", flush=True)
+    """
+    p = _run_py(code)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "parent alive" in out, err
+
+
 def test_memory_budget_refreshes_the_process_tree():
     """The budget re-lists descendants every ``tree_refresh_s`` and reads their resident sets in
     between: a child started after the first reading is counted once the list is refreshed."""
