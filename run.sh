@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dpllnn entry point: set-up on first use, then demo / test / any dpllnn subcommand.
-#   ./run.sh setup              create ./.venv and install dpllnn with its test extra (idempotent)
+#   ./run.sh setup              create ./.venv, install dpllnn with its test, bench and dask
+#                               extras and compile the bound kernels (idempotent)
 #   ./run.sh demo               verify the bundled example network
 #   ./run.sh test [pytest args] run the test suite
 #   ./run.sh <subcommand> ...   any dpllnn subcommand (verify, info, bounds, ...)
@@ -21,7 +22,11 @@ setup() {
         "${PYTHON:-python3}" -m venv "$VENV"
     fi
     "$PY" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    "$PY" -m pip install -q --disable-pip-version-check -e "$HERE[test]" >&2
+    # bench (cactus plot, progress bar) and dask (--executor dask-local / dask://) are extras
+    # the README's commands and the tests use
+    "$PY" -m pip install -q --disable-pip-version-check -e "$HERE[test,bench,dask]" >&2
+    # numba compiles the bound kernels once (cache=True): do it here, not in the first verify
+    (cd "$HERE" && "$PY" -m dpllnn.jitcache)
     echo "$want" > "$STAMP"
     echo "dpllnn: set-up done" >&2
 }

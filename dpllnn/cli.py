@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:   # limits.Interrupted (SIGTERM/SIGINT) or a plain Ctrl-C
         limits.kill_descendants(wait_s=0.2)
         print(f"dpllnn: {e or 'interrupted'}", file=sys.stderr)
-        return getattr(e, "exit_code", 130)
+        code = getattr(e, "exit_code", 130)
+        if argv is None:             # the command line, not a call from Python: end at once
+            limits.exit_now(code)
+        return code
     except Exception as e:  # internal error: report, never a verdict
         if os.environ.get("DPLLNN_DEBUG"):
             traceback.print_exc()
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args, need_spec=True):
     from .io.onnx_import import load_onnx
-    from .io.vnnlib import parse_vnnlib
+    from .io.gz import load_vnnlib as parse_vnnlib   # also .vnnlib.gz
 
     net = load_onnx(args.network)
     spec = None
@@ -136,6 +139,10 @@ def cmd_verify(args) -> int:
 
     t0 = START_MONOTONIC  # the timeout covers start-up and loading too
     net, spec = _load(args)
+    from .jitcache import kernels_cached
+    if not kernels_cached():
+        print("dpllnn: compiling the bound kernels (numba; once, then cached: `./run.sh setup` "
+              "does it ahead), 20-60 s ...", file=sys.stderr)
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
     from .search.portfolio import default_workers
     workers = args.workers if args.workers is not None else default_workers()

@@ -31,7 +31,9 @@ def _ort_session_cached(path: str, mtime_ns: int, size: int):
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    from .io.gz import is_gz, read_bytes
+    model = read_bytes(path) if is_gz(path) else path    # onnxruntime takes the bytes too
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def onnxruntime_forward(path: str, x: np.ndarray, input_shape) -> np.ndarray:

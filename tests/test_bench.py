@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,7 +191,7 @@ def _have_loaders() -> bool:
 
 @pytest.mark.skipif(not _have_loaders(), reason="ONNX/VNN-LIB loaders not available yet")
 def test_bench_local_and_dask_local_agree(bench_root, tmp_path, monkeypatch):
-    pytest.importorskip("distributed")
+    # no importorskip: the set-up installs the dask and bench extras, so CI runs this
     monkeypatch.chdir(REPO)
     lst = LISTS / "vnncomp2021_test.csv"
     ref = bench_root.parent / "refdata" / "2021_test.csv"
@@ -223,15 +224,47 @@ def test_instance_lists_point_at_files(bench_root):
             assert os.path.isfile(inst.onnx_path) and os.path.isfile(inst.vnnlib_path)
 
 
-def test_bench_on_a_running_dask_scheduler(bench_root, tmp_path, monkeypatch):
-    distributed = pytest.importorskip("distributed")
+def _free_port() -> int:
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+@pytest.fixture
+def dask_scheduler(tmp_path):
+    """A real ``dask scheduler`` and one ``dask worker`` as separate processes on a free port
+    (what a user starts on a cluster); yields the ``dask://`` address, then stops both."""
+    from distributed import Client
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO / "tests"), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    log = open(tmp_path / "dask.log", "w")
+    common = dict(env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], **common)]
+    procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker",
+                                   f"tcp://127.0.0.1:{port}", "--nthreads", "2", "--no-nanny",
+                                   "--host", "127.0.0.1", "--no-dashboard"], **common))
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield f"dask://127.0.0.1:{port}"
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        log.close()
+
+
+def test_bench_on_a_running_dask_scheduler(bench_root, tmp_path, monkeypatch, dask_scheduler):
     monkeypatch.chdir(REPO)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  protocol="tcp", host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
-        addr = cluster.scheduler_address.replace("tcp://", "dask://")
-        out = tmp_path / "r.csv"
-        code = bench_main([str(LISTS / "vnncomp2021_test.csv"), "--benchmarks-root",
-                           str(bench_root), "-o", str(out), "--executor", addr, "--quiet",
-                           "--no-plot", "--limit", "2", "--worker", "test_bench:fake_worker"])
+    out = tmp_path / "r.csv"
+    code = bench_main([str(LISTS / "vnncomp2021_test.csv"), "--benchmarks-root",
+                       str(bench_root), "-o", str(out), "--executor", dask_scheduler, "--quiet",
+                       "--no-plot", "--limit", "2", "--worker", "test_bench:fake_worker"])
     assert code == 0 and [r["mode"] for r in read_results(out)] == ["fake", "fake"]

@@ -187,6 +187,91 @@ def test_hard_exit_backstop_when_handler_cannot_finish():
     assert p.returncode == 1
 
 
+def test_signal_ends_run_while_main_thread_is_in_a_nogil_kernel(tmp_path):
+    """The main thread inside a long ``nogil`` numba kernel runs no bytecode, so the Python-level
+    handler cannot run: the watcher thread ends the process (128 + signum), kills the children
+    and removes the temporary file of an atomic write that was in progress."""
+    code = f"""
+        import subprocess, sys, tempfile, time
+        import numba
+        from dpllnn import limits
+        from dpllnn.io import atomic
+
+        @numba.njit(nogil=True)
+        def spin(n):
+            s = 0.0
+            for i in range(n):
+                s += (i % 7) * 1e-9
+            return s
+
+        spin(10)                                   # compile before the signal
+        limits.install_signal_handlers()
+        kid = subprocess.Popen(["sleep", "60"])
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir={str(tmp_path)!r})
+        atomic._PENDING.add(tmp)                   # as if inside atomic_write_bytes
+        print(kid.pid, flush=True)
+        spin(10 ** 12)                             # minutes: only a forced exit ends it
+        print("kernel returned", flush=True)
+    """
+    p = _run_py(code)
+    kid = int(p.stdout.readline())
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=20)
+    dt = time.monotonic() - t0
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert dt < 1.0, f"took {dt:.2f} s"
+    assert "kernel returned" not in out
+    assert "interrupted by SIGTERM" in err
+    time.sleep(0.1)
+    assert not _alive(kid), "orphan child left"
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")], "temp file left"
+
+
+def test_signals_to_newborn_children_do_not_stop_the_parent():
+    """A forked child shares the parent's signal wake-up pipe until its after-fork hook runs: a
+    worker terminated right after start must not wake the parent's watcher (which would end
+    the parent)."""
+    code = """
+        import multiprocessing as mp, time
+        from dpllnn import limits
+        limits.install_signal_handlers()
+        ctx = mp.get_context("fork")
+        for _ in range(12):
+            p = ctx.Process(target=time.sleep, args=(30,), daemon=True)
+            p.start()
+            p.terminate()
+            p.join(1)
+            if p.is_alive():            # the inherited handler may have caught it: a real
+                p.kill()                # worker resets SIGTERM first (search.portfolio)
+                p.join()
+        time.sleep(0.5)                 # past the watcher's force_s
+        print("parent alive", flush=True)
+    """
+    p = _run_py(code)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "parent alive" in out, err
+
+
+def test_memory_budget_refreshes_the_process_tree():
+    """The budget re-lists descendants every ``tree_refresh_s`` and reads their resident sets in
+    between: a child started after the first reading is counted once the list is refreshed."""
+    b = limits.MemoryBudget(1e9, tree_refresh_s=0.2)
+    base = b.used()
+    child = subprocess.Popen([sys.executable, "-c",
+                              "x = bytearray(120 << 20); x[::4096] = b'1' * len(x[::4096]); "
+                              "import time; time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and b.used() < base + 100:
+            time.sleep(0.05)
+        assert b.used() >= base + 100, "the child's 120 MB were never counted"
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_descendants_and_kill_descendants_tree():
     code = """
         import subprocess, sys, time

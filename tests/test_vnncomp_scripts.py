@@ -21,6 +21,8 @@ def _env() -> dict:
     here = Path(sys.executable).parent / "dpllnn"  # the dpllnn installed beside this python
     if "DPLLNN_BIN" not in env and here.exists() and not (REPO / ".venv/bin/dpllnn").exists():
         env["DPLLNN_BIN"] = str(here)
+    # the scripts run this checkout's dpllnn, also from a git worktree beside the installed one
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -111,3 +113,22 @@ def test_run_instance_failure_leaves_no_verdict(tmp_path):
     r = _run("run_instance.sh", "v1", "test", tmp_path / "missing.onnx",
              tmp_path / "missing.vnnlib", out, 10)
     assert r.returncode == 2 and not out.exists()
+
+
+@needs_loaders
+def test_run_instance_reads_gzipped_network_and_property(bench_root, tmp_path):
+    """VNN-COMP benchmark repositories store .onnx.gz / .vnnlib.gz: the scripts take them as they
+    are and give the same answer as on the plain files."""
+    import gzip
+    t = bench_root / "vnncomp2021" / "test"
+    onnx_gz, prop_gz = tmp_path / "test_sat.onnx.gz", tmp_path / "test_prop.vnnlib.gz"
+    onnx_gz.write_bytes(gzip.compress((t / "test_sat.onnx").read_bytes()))
+    prop_gz.write_bytes(gzip.compress((t / "test_prop.vnnlib").read_bytes()))
+    r = _run("prepare_instance.sh", "v1", "test", onnx_gz, prop_gz)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out.txt"
+    r = _run("run_instance.sh", "v1", "test", onnx_gz, prop_gz, out, 60)
+    assert r.returncode == 0, r.stderr
+    verdict, x, y = read_results_file(out)
+    assert verdict == "sat"
+    np.testing.assert_allclose(y, _ort_output(t / "test_sat.onnx", x), rtol=1e-5, atol=1e-6)

@@ -97,6 +97,28 @@ def test_indexing_nested_and_or_several_asserts(tmp_path):
         assert got == [sorted((tuple(map(float, r)), float(c)) for r, c in w) for w in want]
 
 
+def test_gzipped_query_is_read_as_it_is(tmp_path):
+    """A ``.vnnlib.gz`` 2.0 query is recognised by its header and parses to the same query."""
+    import gzip
+    text = HEAD + """(declare-network f
+    (declare-input  X float32 [1,2])
+    (declare-output Y float32 [1,2])
+)
+(assert (and (>= X[0,0] -1.0) (<= X[0,0] 1.0) (>= X[0,1] 0.0) (<= X[0,1] 0.5)))
+(assert (or (<= Y[0,0] 0.5) (>= Y[0,1] 2.0)))
+"""
+    plain = write(tmp_path, "q.vnnlib", text)
+    gz = tmp_path / "q.vnnlib.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    assert is_vnnlib2(gz)
+    a, b = parse_query(plain), parse_query(gz)
+    assert (a.n_x, a.n_y, len(a.cases)) == (b.n_x, b.n_y, len(b.cases))
+    for ca, cb in zip(a.cases, b.cases):
+        assert np.array_equal(ca.lb, cb.lb) and np.array_equal(ca.ub, cb.ub)
+        assert [(dj.C.tolist(), dj.d.tolist()) for dj in ca.disjuncts] == \
+            [(dj.C.tolist(), dj.d.tolist()) for dj in cb.disjuncts]
+
+
 def test_compat_transform_joins_separate_disjunctive_asserts_wrongly(tmp_path):
     """(Y0 <= 0.5 or Y1 >= 2) and (Y0 <= -0.5 or Y1 >= 3): vnnlib.compat makes 4 single-row
     polytopes (their union, i.e. *or*); the standard conjoins asserts: 4 two-row disjuncts."""

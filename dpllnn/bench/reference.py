@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import InputFileError
+from ..io.gz import strip_gz
 
 SCORE_CORRECT = 10
 SCORE_WRONG = -150  # VNN-COMP 2022 (2021 used -100)
@@ -48,7 +49,7 @@ def _norm(path: str) -> str:
     p = path.strip().replace("\\", "/")
     while p.startswith("./"):
         p = p[2:]
-    return p
+    return strip_gz(p)               # a.onnx.gz matches the reference's a.onnx
 
 
 def _float(text: str) -> float | None:

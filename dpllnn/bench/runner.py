@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import DpllnnError, InputFileError
+from ..io.gz import strip_gz
 from ..io.witness import atomic_write_text
 from .reference import Reference, judge
 
@@ -255,7 +256,7 @@ def run_suite(instances: list[Instance], results_path, executor, *,
 
 
 def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
+    return os.path.splitext(strip_gz(os.path.basename(path)))[0]
 
 
 class _progress:

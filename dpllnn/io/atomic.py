@@ -1,8 +1,19 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never half."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+
+#: temporary files being written right now; a forced exit on SIGTERM removes them
+_PENDING: set[str] = set()
+
+
+def remove_pending() -> None:
+    """Delete the temporary files of writes still in progress (called on a forced exit)."""
+    for tmp in list(_PENDING):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -16,6 +27,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    _PENDING.add(tmp)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -26,3 +38,5 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    finally:
+        _PENDING.discard(tmp)

@@ -18,7 +18,7 @@ __all__ = ["to_onnx", "IR_VERSION", "OPSET"]
 
 def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32",
             gemm: bool = True, input_name: str = "input", output_name: str = "output",
-            ) -> onnx.ModelProto:
+            input_dims=None, output_dims=None) -> onnx.ModelProto:
     """Export a canonical network as an ONNX model.
 
     Parameters
@@ -39,6 +39,11 @@ def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32
         ``True``: one ``Gemm`` (``transB=1``) per affine layer; ``False``: ``MatMul`` + ``Add``.
     input_name, output_name : str
         Names of the graph input and output.
+    input_dims, output_dims : list, optional
+        Declared shapes of the input and output, batch dimension included, to copy a source
+        model's interface (an entry that is a string or None is symbolic, e.g. ``["N", 5]``).
+        ``input_dims`` overrides ``input_shape``; an ``output_dims`` other than ``[1, n_out]``
+        (``[5]``, ``[1, 1, 5]``) adds a final ``Reshape``.
 
     Returns
     -------
@@ -60,18 +65,25 @@ def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32
     np_dtype, elem = _DTYPES[dtype]
     n_in, n_out = network.n_inputs, network.n_outputs
     shape = [1, n_in] if input_shape is None else [1] + [int(s) for s in input_shape]
-    if int(np.prod(shape)) != n_in:
-        raise ValueError(f"to_onnx: input_shape {tuple(shape[1:])} does not have {n_in} elements")
+    if input_dims is not None:
+        shape = [d if isinstance(d, int) and d > 0 else str(d or "N") for d in input_dims]
+    if int(np.prod([d for d in shape if isinstance(d, int)])) != n_in:
+        raise ValueError(f"to_onnx: input shape {shape} does not have {n_in} elements")
 
     nodes, inits = [], []
     cur = input_name
-    if len(shape) != 2:
+    if len(shape) == 1:                  # an unbatched vector input: Gemm needs [1, n_in]
+        inits.append(numpy_helper.from_array(np.array([1, n_in], dtype=np.int64), "in_shape"))
+        nodes.append(helper.make_node("Reshape", [cur, "in_shape"], ["flat"], name="reshape_in"))
+        cur = "flat"
+    elif len(shape) != 2:
         nodes.append(helper.make_node("Flatten", [cur], ["flat"], name="flatten", axis=1))
         cur = "flat"
+    out_shape, reshape = _output_shape(output_dims, n_out)
     last = len(network.affines) - 1
     for k, aff in enumerate(network.affines):
         wname, bname = f"W{k}", f"b{k}"
-        z = output_name if k == last else f"z{k}"
+        z = (output_name if reshape is None else "flat_out") if k == last else f"z{k}"
         if gemm:
             inits.append(numpy_helper.from_array(aff.W.astype(np_dtype), wname))
             inits.append(numpy_helper.from_array(aff.b.astype(np_dtype), bname))
@@ -87,4 +99,22 @@ def to_onnx(network: Network, path=None, input_shape=None, dtype: str = "float32
             nodes.append(helper.make_node("Relu", [z], [f"a{k}"], name=f"relu_{k}"))
             cur = f"a{k}"
 
-    return finish_model(nodes, inits, input_name, elem, shape, output_name, n_out, path)
+    if reshape is not None:
+        inits.append(numpy_helper.from_array(np.array(reshape, dtype=np.int64), "out_shape"))
+        nodes.append(helper.make_node("Reshape", ["flat_out", "out_shape"], [output_name],
+                                      name="reshape_out"))
+    return finish_model(nodes, inits, input_name, elem, shape, output_name, n_out, path,
+                        out_shape=out_shape)
+
+
+def _output_shape(output_dims, n_out: int):
+    """(declared output shape, Reshape target or None) for ``output_dims`` (see :func:`to_onnx`)."""
+    if output_dims is None:
+        return [1, n_out], None
+    dims = [d if isinstance(d, int) and d > 0 else str(d or "N") for d in output_dims]
+    fixed = [d for d in dims if isinstance(d, int)]
+    if int(np.prod(fixed)) != n_out or len(fixed) < len(dims) - 1:
+        raise ValueError(f"to_onnx: output shape {dims} does not have {n_out} elements")
+    if len(dims) == 2 and dims[1] == n_out:
+        return dims, None                # what the Gemm chain gives: [1 or N, n_out]
+    return dims, [d if isinstance(d, int) else -1 for d in dims]

@@ -25,6 +25,7 @@ from onnx import numpy_helper
 
 from ..errors import OnnxError, UnsupportedOperator
 from ..network import Affine, Network
+from .gz import GzipError, load_model
 
 __all__ = ["load_onnx", "network_from_model", "SUPPORTED_OPS"]
 
@@ -520,7 +521,9 @@ def load_onnx(path) -> Network:
     if os.path.getsize(path) == 0:
         raise OnnxError(path, "empty file")
     try:
-        model = onnx.load(path)
+        model = load_model(path)          # also .onnx.gz
+    except GzipError as e:
+        raise OnnxError(path, str(e)) from None
     except DecodeError as e:
         raise OnnxError(path, f"not a valid ONNX protobuf ({e})") from None
     except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as e:

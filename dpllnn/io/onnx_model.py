@@ -25,14 +25,16 @@ DTYPES = {"float32": (np.float32, TensorProto.FLOAT), "float64": (np.float64, Te
 
 
 def finish_model(nodes, inits, input_name: str, elem: int, in_shape, output_name: str,
-                 n_out: int, path=None) -> onnx.ModelProto:
-    """Wrap ``nodes``/``inits`` into a model with input ``in_shape`` and output ``[1, n_out]``,
-    IR :data:`IR_VERSION`, opset :data:`OPSET`; written atomically to ``path`` when given
-    (OSError if that fails; no partial file is left)."""
+                 n_out: int, path=None, out_shape=None) -> onnx.ModelProto:
+    """Wrap ``nodes``/``inits`` into a model with input ``in_shape`` and output ``out_shape``
+    (default ``[1, n_out]``; a string entry is a symbolic dimension), IR :data:`IR_VERSION`,
+    opset :data:`OPSET`; written atomically to ``path`` when given (OSError if that fails; no
+    partial file is left)."""
     graph = helper.make_graph(
         nodes, "dpllnn",
         [helper.make_tensor_value_info(input_name, elem, list(in_shape))],
-        [helper.make_tensor_value_info(output_name, elem, [1, n_out])],
+        [helper.make_tensor_value_info(output_name, elem,
+                                       [1, n_out] if out_shape is None else list(out_shape))],
         initializer=inits)
     model = helper.make_model(graph, producer_name="dpllnn",
                               opset_imports=[helper.make_opsetid("", OPSET)])

@@ -26,10 +26,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from .gz import GzipError, is_gz, read_bytes
 from ..errors import SpecError
 from ..spec import Case, Disjunct
 
@@ -145,7 +145,9 @@ def link_representatives(n_x: int, links) -> np.ndarray:
 def _read(path) -> str:
     p = str(path)
     try:
-        raw = Path(p).read_bytes()
+        raw = read_bytes(p)          # also .vnnlib.gz
+    except GzipError as e:
+        raise SpecError(p, None, str(e)) from None
     except FileNotFoundError:
         raise SpecError(p, None, "no such file") from None
     except IsADirectoryError:
@@ -164,9 +166,12 @@ def is_vnnlib2(path) -> bool:
     The version header decides the parser: VNN-LIB 1.0 files have none.  A missing or
     unreadable file is False (the 1.0 parser then reports it)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096).decode("utf-8-sig", errors="replace")
-    except OSError:
+        if is_gz(path):
+            head = read_bytes(path)[:4096].decode("utf-8-sig", errors="replace")
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(4096).decode("utf-8-sig", errors="replace")
+    except (OSError, GzipError):
         return False
     m = _VERSION_RE.match(head)
     return bool(m) and int(m.group(1)) >= 2

@@ -41,8 +41,9 @@ def add_reduce_parsers(subparsers) -> None:
     p.add_argument("--eps-budget", type=_nonneg_float, default=30.0, help="time for --eps, s")
     p.add_argument("--equiv-timeout", type=_nonneg_float, default=60.0,
                    help="time for the final equivalence proof, s (0: skip it)")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
-                   help="ONNX tensor type (float64 keeps the folded weights exact)")
+    p.add_argument("--dtype", choices=["float64", "float32"], default=None,
+                   help="ONNX tensor type (default: the source model's, so the output is a "
+                        "drop-in replacement; float64 keeps the folded weights exact)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -59,6 +60,8 @@ def add_reduce_parsers(subparsers) -> None:
     s.add_argument("--equiv-timeout", type=_nonneg_float, default=30.0,
                    help="time to prove each slice equivalent, s (0: skip; proved=false)")
     s.add_argument("--seed-boxes", help="JSON list of boxes tiling the region (e.g. from verify)")
+    s.add_argument("--dtype", choices=["float64", "float32"], default=None,
+                   help="ONNX tensor type of the slices (default: the source model's)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
 
@@ -104,8 +107,8 @@ def _region(path, net):
 
 
 def cmd_prune(args) -> int:
-    from ..io.onnx_export import to_onnx
     from .equiv import check_equivalence, default_eps
+    from .export import interface_of, write_like, write_reduced
     from .prune import prune_network
     from .stable import certify_stable
 
@@ -120,12 +123,19 @@ def cmd_prune(args) -> int:
     else:
         small, rep = prune_network(net, st)
     eq = None
+    tiling = st.cert_boxes if args.refine > 1 else None
+    eps = args.eps or default_eps(net, boxes, seed=args.seed)
+    # the proof is made on the file as written (float32 rounds folded weights)
+    if args.eps or args.equiv_timeout <= 0:
+        small = write_like(small, interface_of(args.network), args.output, dtype=args.dtype)
+    else:
+        small, again = write_reduced(net, st, small, interface_of(args.network), args.output,
+                                     boxes, args.dtype, eps, tiling, args.seed)
+        rep = again or rep
     if args.equiv_timeout > 0:
-        eps = args.eps or default_eps(net, boxes, seed=args.seed)
         eq = check_equivalence(net, small, boxes, eps, timeout_s=args.equiv_timeout,
                                seed=args.seed, phases=[st.phase] * len(boxes),
-                               tiling=st.cert_boxes if args.refine > 1 else None)
-    to_onnx(small, args.output, input_shape=net.input_shape, dtype=args.dtype)
+                               tiling=tiling)
     doc = {"source": os.path.abspath(args.network), "region": os.path.abspath(args.region),
            "output": os.path.abspath(args.output), "prune": rep.to_json(),
            "eps_changes": changes, "equivalence": None if eq is None else eq.to_json(),
@@ -150,6 +160,7 @@ def cmd_prune(args) -> int:
 
 
 def cmd_slice(args) -> int:
+    from .export import interface_of
     from .slice import slice_network
 
     net = _load_net(args.network)
@@ -161,7 +172,8 @@ def cmd_slice(args) -> int:
     man = slice_network(net, boxes, args.max_regions, args.output, budget_s=args.budget,
                         equiv=args.equiv_timeout > 0, equiv_timeout_s=args.equiv_timeout,
                         seed_boxes=seed_boxes, source=os.path.abspath(args.network), seed=args.seed,
-                        refine=args.refine, refine_until=args.refine_until)
+                        refine=args.refine, refine_until=args.refine_until,
+                        interface=interface_of(args.network), dtype=args.dtype)
     rel = [r["relus"] for r in man["regions"]]
     proved = sum(bool(r["proved"]) for r in man["regions"])
     summary = {"directory": os.path.abspath(args.output), "regions": len(rel),

@@ -34,7 +34,8 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
                   budget_s: float = 2.0, equiv: bool = True, equiv_timeout_s: float = 30.0,
                   seed_boxes=None, source: str | None = None, seed: int = 0,
                   thorough: bool = True, refine: int = 1, refine_until: float | None = None,
-                  refine_max: int = 256, refine_alpha: bool = False) -> dict:
+                  refine_max: int = 256, refine_alpha: bool = False, interface=None,
+                  dtype: str | None = None) -> dict:
     """Slice ``network`` over the region and (optionally) write the family to ``out_dir``.
 
     Parameters
@@ -42,7 +43,7 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
     network : Network
     boxes : list of (lb, ub)
     max_regions : int
-    out_dir : str, optional -- created if needed; one ``region_NNNN.onnx`` per leaf (float64) and
+    out_dir : str, optional -- created if needed; one ``region_NNNN.onnx`` per leaf and
         ``manifest.json``
     budget_s : float -- MILP budget per slice for near-stable neurons (0: no MILP)
     thorough : bool -- also PGD and alpha-CROWN per slice (False: bounds only, for many slices)
@@ -59,13 +60,18 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
     equiv, equiv_timeout_s : prove each slice equivalent (``proved``), and the time per slice
     seed_boxes : optional initial tiling (see :func:`split_region`)
     source : str -- recorded in the manifest
+    interface : dpllnn.reduce.export.Interface, optional -- names, shapes and element type of the
+        written slices (those of the source model; default: float64, ``input``/``output``)
+    dtype : str, optional -- element type of the written slices instead of the interface's; a
+        written slice is read back and proved equivalent as written
 
     Returns
     -------
     dict -- the manifest; each region also carries ``network`` (the pruned Network) in memory
     """
-    from ..io.onnx_export import to_onnx
+    from .export import default_interface, write_reduced
 
+    iface = interface or default_interface(network)
     t0 = time.monotonic()
     leaves = split_region(network, boxes, max_regions, seed_boxes)
     t_split = time.monotonic() - t0
@@ -91,19 +97,23 @@ def slice_network(network: Network, boxes, max_regions: int, out_dir=None, *,
                "onnx": f"region_{i:04d}.onnx", "relus": small.n_relus,
                "params": small.n_params, "proved": False, "refine": R,
                "refine_alpha": bool(alpha and not thorough)}
+        if out_dir is not None:          # proved below as written (float32 rounds weights)
+            small, again = write_reduced(network, st, small, iface,
+                                         os.path.join(out_dir, reg["onnx"]), [(lb, ub)], dtype,
+                                         tiling=st.cert_boxes if R > 1 else None, seed=seed)
+            if again is not None:
+                reg.update(relus=small.n_relus, params=small.n_params)
         if equiv:
             er = check_equivalence(network, small, [(lb, ub)], timeout_s=equiv_timeout_s,
                                    seed=seed, phases=[st.phase],
                                    tiling=st.cert_boxes if R > 1 else None)
             reg.update(proved=er.proved, eps=er.eps, equiv=er.verdict, equiv_how=er.how,
                        equiv_time_s=round(er.time_s, 4))
-        if out_dir is not None:
-            to_onnx(small, os.path.join(out_dir, reg["onnx"]), input_shape=network.input_shape,
-                    dtype="float64")
         reg["network"] = small
         regions.append(reg)
     man = {"source": source, "relus_source": network.n_relus,
-           "input_shape": list(network.input_shape), "split_s": round(t_split, 4),
+           "input_shape": list(network.input_shape), "dtype": dtype or iface.dtype,
+           "split_s": round(t_split, 4),
            "time_s": round(time.monotonic() - t0, 4), "regions": regions}
     if out_dir is not None:
         doc = dict(man, regions=[{k: v for k, v in r.items() if k != "network"} for r in regions])
