@@ -40,13 +40,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..attack import falsify_box, snap_float32, validate_candidate
 from ..bounds import batch_crown, batch_objective_bounds
 from ..result import Verdict
+from ..settings import DEFAULT, InputSplitSettings
 from ..validate import check_counterexample
 from .boxes import FIELDS, BoxPool
 from .rows import stack_rows
@@ -54,49 +54,6 @@ from .decide_input import (bisect, box_priority, candidate_points, disjunct_marg
                            disjunct_scores, lookahead_children, smear_scores, splittable)
 
 __all__ = ["InputSplitSettings", "search_case"]
-
-
-@dataclass(frozen=True)
-class InputSplitSettings:
-    method: str = "crown"           # bound method: symbolic | crown | hybrid
-    split: str = "lookahead"        # split dimension: lookahead | smear
-    lookahead_method: str = "crown"  # bound method for the lookahead children
-    lookahead_dims: int = 3         # lookahead on the top-k smear dimensions only (0: all);
-    #                                 3 of 5 on ACAS Xu: 4_2 prop_2 53 s instead of 101 s
-    lookahead_full_depth: int = 10  # ... for boxes at least this deep (shallower: all dims)
-    smear_source: str = "crown"     # smear scores: crown (|A_in| * width of the worst row's
-    #                                 linear lower bound, free with CROWN) | grad (centre gradient)
-    points: str = "crown"           # candidate points: crown (centre + A_in minimiser corner)
-    #                                 | grad (centre + gradient corner)
-    parallel: bool = False          # numba prange over boxes in the CROWN kernel
-    early_stop: bool = False        # CROWN: stop a neuron's back-substitution once its sign is proved
-    hot_points: int = 4             # PGD every pgd_every batches from this many smallest-margin points
-    inherit_bounds: bool = True     # children intersect their parent's hidden bounds (memory:
-    #                                 2 n_z floats per open box)
-    combine_rows: bool = True       # add exact convex combinations of a disjunct's rows
-    combine_q: int = 0              # their weights are multiples of 1/q (0: auto, see combined_rows)
-    batch: int = 32                 # boxes popped per iteration
-    crown_batch: int = 1 << 30      # at most this many CROWN calls per iteration (hybrid)
-    max_pool: int = 500_000         # beyond this many open boxes, pop depth-first
-    pgd_every: int = 20             # iterations between PGD rounds on the worst boxes
-    pgd_boxes: int = 4              # boxes attacked per PGD round
-    max_validations: int = 200      # candidate points sent to check_counterexample, at most
-    lp_max_unstable: int = 3        # boxes with at most this many unstable neurons: cell LPs
-    lp_max_unstable_stuck: int = 10  # the same for boxes at float resolution (last resort)
-    lp_per_iter: int = 16           # at most this many boxes tried with LPs per iteration
-    alpha_depth: int = 4            # popped boxes at least this deep get alpha-CROWN (-1: never)
-    alpha_after_s: float = 1.0      # ... once the search has run this long (easy cases end first)
-    alpha_iters: int = 10           # alpha-CROWN steps on the objective rows
-    alpha_inter_iters: int = 5      # ... and on each hidden layer's unstable neurons (0: none)
-    alpha_rows: int = 4             # alpha-CROWN optimises this many best rows per disjunct (0: all)
-    alpha_gap_factor: float = 0.5   # ... only on boxes whose gap is within this many median gains
-    alpha_force_depth: int = 20     # ... and on every box at least this deep
-    alpha_share: float = 0.8        # at most this share of the search time goes to alpha-CROWN
-    #   (depth 4 and share 0.8 since session 3: 2 workers, in-process, 3_3 / 4_2 prop_2
-    #   11.6 / 11.4 s -> 9.8 / 9.9 s; the 8 next-slowest ACAS Xu instances 20.2 -> 18.9 s)
-
-
-DEFAULT = InputSplitSettings()
 
 
 class _Search:
@@ -661,7 +618,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     leaf box by sound bounds.
     """
     t0 = time.monotonic()
-    cfg = settings or DEFAULT
+    cfg = settings or DEFAULT.inputsplit
     case = spec.cases[case_index]
     idx = list(open_disjuncts)
     try:

@@ -10,9 +10,9 @@ help (DESIGN.md §3): workers are processes.  The ways of spreading the work:
   case is ``unsat`` when every task is.  (This replaced static cubes -- the box bisected into
   4 sub-boxes per worker up front -- which balanced badly: on ACAS Xu one cube often held all
   the hard boxes.)
-- **hybrid** (CDCL, the default, ``CDCL_PARALLEL``), in two phases.  First (``HYBRID_CUBE_S``
-  seconds) one worker searches the whole case (starting at ``HYBRID_VARIANT`` in the heuristic
-  schedule) while the others work through phase cubes (below); every cube proved unsat is sent
+- **hybrid** (CDCL, the default ``ParallelSettings.scheme``), in two phases.  First
+  (``hybrid_cube_s`` seconds) one worker searches the whole case (starting at ``hybrid_variant``
+  in the heuristic schedule) while the others work through phase cubes (below); every cube proved unsat is sent
   to the whole-case workers as a lemma -- the clause of its negated phases, valid for the whole
   case -- which they add at level 0 at their next restart (``ReluTheory.poll``).  Then the
   *focus* member searches the whole case at variant 0, with the lemmas, on every core: the
@@ -23,11 +23,11 @@ help (DESIGN.md §3): workers are processes.  The ways of spreading the work:
   (``variant``); the first proof or counterexample wins.
 - **phase cubes** (CDCL, ``"cubes"``): each case is split on the phases of its
   ``k`` unstable neurons with the largest BaBSR scores at the root (``2**k`` cubes,
-  ``k = log2(CUBES_PER_WORKER * workers)``); workers pull cubes from the queue and run
+  ``k = log2(cubes_per_worker * workers)``); workers pull cubes from the queue and run
   :func:`dpllnn.search.cdcl.search_case` with the cube's phases fixed; the case is ``unsat``
-  when every cube is.  Cubes had replaced a seed portfolio in session 2 (0.98x on mnist_fc with
-  plain CROWN roots); with the alpha-CROWN root bounds of session 4 the portfolio was faster,
-  and the hybrid combines the two (figures at ``CDCL_PARALLEL``).
+  when every cube is.  Cubes had replaced a seed portfolio (0.98x on mnist_fc with plain CROWN
+  roots); with alpha-CROWN root bounds the portfolio was faster, and the hybrid combines the two
+  (figures at :class:`dpllnn.settings.ParallelSettings`).
   A settled case is closed for every worker (``closed``): its queued tasks are skipped and its
   running searches stop at their next poll.
   Only the cube lemmas are shared: the theory's own conflict clauses hold every assigned phase
@@ -52,39 +52,11 @@ import traceback
 import numpy as np
 
 from ..result import Verdict
+from ..settings import DEFAULT, PARALLEL_SCHEMES
 from ..spec import Case, Spec
 
-#: CDCL phase cubes per worker (rounded up to a power of two in total)
-CUBES_PER_WORKER = 4
-#: how parallel CDCL spreads a case: "hybrid", "portfolio" or "cubes" (module docstring).
-#: Measured with 2 workers, one instance at a time, on mnist_fc (``benchmarks/bench_workers.py``,
-#: session 5): 256x4 prop_8_0.03 / 256x2 prop_10_0.05 / 256x6 prop_7_0.03 took 16.9 / 13.4 /
-#: 4.2 s with the hybrid, 20.2 / 19.7 / 6.4 s with the portfolio (session 4), against 28.1 /
-#: 19.1 / 12.6 s with one worker.  The portfolio wins when another start of the heuristic
-#: schedule is luckier (the hybrid's whole-case member uses that start); cubes win when the case
-#: splits evenly (prop_10_0.05: 9.3 s with cubes alone, where each cube re-learns what the others
-#: learn on prop_8_0.03: 63.8 s).  Lemmas wait for the whole-case member's next restart:
-#: stopping the solver for each of them (``theory.LEMMA_INTERRUPT``) took prop_8_0.03 from 18 to
-#: 24-37 s.
-CDCL_PARALLEL = "hybrid"
 #: the parallel CDCL schemes (``--parallel``)
-SCHEMES = ("hybrid", "portfolio", "cubes")
-#: hybrid CDCL: phase cubes per cube worker (``workers - 1`` of them)
-HYBRID_CUBES_PER_WORKER = 8
-#: hybrid CDCL: the first-phase whole-case member's start in the heuristic schedule (cubes and
-#: the focus member start at 0)
-HYBRID_VARIANT = 1
-#: hybrid CDCL: length of the first phase, in seconds from the start of the parallel search: the
-#: whole-case member at ``HYBRID_VARIANT`` and the cube workers stop then (``timeout``; the
-#: focus member covers the case), and the focus member -- the whole case at variant 0, as one
-#: worker would search it -- gets their cores (``_Lender``).  Measured with 2 workers (mnist_fc,
-#: session 6): the nine instances of the 10 slowest that the first phase speeds up took 2.3-6.6 s
-#: with it; 256x4 prop_13_0.05 (155 s with one worker) took 151 s with the variant-1 member
-#: alone on both cores after 10 s, 116.5 s with a variant-0 member.  Session 7, with the focus
-#: member's relaxation LPs on a background thread (``asynclp``): 256x4 prop_8_0.03 / prop_14_0.05
-#: / 256x6 prop_7_0.03 took 5.8 / 4.2 / 3.5 s with 10 s, 5.6 / 4.2 / 3.5 s with 4 s, 10.1 / 4.1 /
-#: 3.4 s with 2.5 s; prop_13_0.05 116.4 s with 10 s, 109.9 s with 5 s.
-HYBRID_CUBE_S = 5.0
+SCHEMES = PARALLEL_SCHEMES
 
 
 def phase_cubes(packed, case, open_idx, n):
@@ -174,7 +146,8 @@ _FALSIFY = -1
 
 
 def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=None,
-            next_tid=None, roots=None, lemma_qs=None, closed=None, busy=None, workers=1):
+            next_tid=None, roots=None, lemma_qs=None, closed=None, busy=None, workers=1,
+            settings=None):
     """Pull (task_id, case_index, open_idx, lb, ub, seed, start_pool, listen) tasks -- for CDCL
     ``lb`` holds the cube's literals and ``start_pool`` the portfolio variant or (hybrid tasks) a
     dict of ``search_case`` settings, with ``"deadline"`` the first phase's time limit; push
@@ -184,7 +157,8 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
     bytes, ``closed[ci]`` set once case ``ci`` is settled (its queued tasks are skipped, its
     running CDCL searches stop); ``lemma_qs``: task id -> queue of lemma clauses for each task
     with ``listen`` set (hybrid CDCL: the negated cubes proved by other workers).
-    ``busy``: shared count of workers running a task, for lending idle cores (``_Lender``)."""
+    ``busy``: shared count of workers running a task, for lending idle cores (``_Lender``).
+    ``settings``: the SearchSettings of every search this worker runs (None: the defaults)."""
     import signal
 
     from ..bounds import pack
@@ -219,7 +193,7 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
                 busy.value += 1
         try:
             _run_task(wid, network, spec, chosen, task, tasks, results, deadline, packed, hungry,
-                      next_tid, roots, lemma_qs, closed, lender)
+                      next_tid, roots, lemma_qs, closed, lender, settings)
         finally:
             if busy is not None:
                 with busy.get_lock():
@@ -229,7 +203,7 @@ def _worker(wid, network, spec, chosen, tasks, results, deadline, seed, hungry=N
 
 
 def _run_task(wid, network, spec, chosen, task, tasks, results, deadline, packed, hungry,
-              next_tid, roots, lemma_qs, closed, lender):
+              next_tid, roots, lemma_qs, closed, lender, settings):
     """One task of :func:`_worker` (arguments as there); reports on ``results``."""
     from .dispatch import search_case_dispatch
 
@@ -272,7 +246,7 @@ def _run_task(wid, network, spec, chosen, task, tasks, results, deadline, packed
         root = (roots or {}).get(ci) if chosen == "cdcl" else None
         v, cex = search_case_dispatch(chosen, network, sub, sub_ci, open_idx, packed=packed,
                                       deadline=task_deadline, seed=tseed, stats=stats, root=root,
-                                      **extra)
+                                      settings=settings, **extra)
         x = None if cex is None else np.asarray(cex.x)
         results.put(("done", tid, v.value, x, stats, None))
     except Exception as e:  # reported to the parent, which answers unknown
@@ -350,7 +324,7 @@ def _merge(stats, part):
 
 
 def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, seed, workers,
-                    stats, done, falsify_task=None, roots=None, parallel=None):
+                    stats, done, falsify_task=None, roots=None, parallel=None, settings=None):
     """Search the open cases with ``workers`` processes; returns ``done(verdict, cex, reason)``.
 
     Parameters
@@ -367,7 +341,9 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
         disjuncts (CDCL: alpha-CROWN with optimised intermediate layers); handed to the workers
         (inherited when forked, pickled when spawned)
     parallel : {"hybrid", "portfolio", "cubes"} or None -- how CDCL workers share a case (None:
-        ``CDCL_PARALLEL``)
+        ``settings.parallel.scheme``)
+    settings : SearchSettings or None -- the tuning (None: :data:`dpllnn.settings.DEFAULT`): its
+        ``parallel`` part here, the rest handed to every worker's searches
     falsify_task : (budget_s, starts) or None -- queue a falsification task first (seed + 1;
         ``starts`` as for :func:`dpllnn.attack.falsify`); a counterexample it finds is
         re-validated here like a search's
@@ -379,7 +355,9 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     # task list: (case, open disjuncts, lb or cube, ub, seed, variant, key, alt, listen).
     # Task ``t`` belongs to alternative ``alt`` of ``key``: ``key`` is settled when every task of
     # one of its alternatives is unsat, and the search when every key is.
-    how = parallel or CDCL_PARALLEL
+    settings = settings or DEFAULT
+    par = settings.parallel
+    how = parallel or par.scheme
     if how not in SCHEMES:
         raise ValueError(f"unknown parallel CDCL scheme {how!r}")
     plan = []
@@ -397,17 +375,17 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                 for w in range(workers):     # every member searches the whole case
                     plan.append((ci, open_per_case[ci], [], None, seed + w, w, ci, w, False))
                 continue
-            n_cubes = CUBES_PER_WORKER * workers
-            settings = None
+            n_cubes = par.cubes_per_worker * workers
+            opts = None
             if how == "hybrid":    # a whole-case member that takes the cubes' lemmas, for
-                # HYBRID_CUBE_S seconds like the cubes (the first phase)
-                settings = {"variant": 0, "deadline": time.monotonic() + HYBRID_CUBE_S}
+                # hybrid_cube_s seconds like the cubes (the first phase)
+                opts = {"variant": 0, "deadline": time.monotonic() + par.hybrid_cube_s}
                 plan.append((ci, open_per_case[ci], [], None, seed,
-                             {"variant": HYBRID_VARIANT, "deadline": settings["deadline"]},
+                             {"variant": par.hybrid_variant, "deadline": opts["deadline"]},
                              ci, 0, True))
-                n_cubes = HYBRID_CUBES_PER_WORKER * (workers - 1)
+                n_cubes = par.hybrid_cubes_per_worker * (workers - 1)
             for cube in phase_cubes(packed, spec.cases[ci], open_per_case[ci], n_cubes):
-                plan.append((ci, open_per_case[ci], cube, None, seed, settings, ci, 1, False))
+                plan.append((ci, open_per_case[ci], cube, None, seed, opts, ci, 1, False))
             if how == "hybrid":    # the focus member: the whole case at schedule variant 0 (as
                 # one worker), taken by the first worker done with the first phase; it gets
                 # every proved cube as a lemma and, once the others are idle, their cores
@@ -436,7 +414,7 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     busy = ctx.Value("i", 0)
     procs = [ctx.Process(target=_worker, args=(w, network, spec, chosen, tasks, results,
                                                deadline, seed, hungry, next_tid, roots, lemma_qs,
-                                               closed, busy, workers),
+                                               closed, busy, workers, settings),
                          daemon=True)
              for w in range(workers)]
     verdict_of: dict = {}  # task id -> Verdict

@@ -41,33 +41,9 @@ import numpy as np
 from ..bounds import compute_bounds, objective_bounds, objective_lower_split
 from ..bounds.alpha import rebound_hidden
 from ..bounds.threads import lent_threads
+from ..settings import TheorySettings
 from ..validate import check_counterexample
 from .asynclp import LPJob, refute_lp
-
-#: share of the search time that PGD from relaxation-LP points may take
-PGD_SHARE = 0.1
-#: simplex iterations per relaxation LP.  Until session 7 a 1.5 s time limit stopped slow LPs
-#: and three such stops narrowed the LP gate, so the search depended on the machine's speed and
-#: load (mnist 256x4 prop_14_0.05, one worker: 28-42 s over four runs).  Measured on mnist
-#: 256x4 prop_13_0.05: 4,600-8,500 iterations per second, so 7,500 is about that 1.5 s.
-LP_ITERATIONS = 7500
-#: seconds per relaxation LP: a backstop above LP_ITERATIONS (a stop by it counts as slow too)
-LP_TIME_LIMIT_S = 4.0
-#: most of the wall time (since the first node offered to it) the background relaxation LP may
-#: take.  While it runs, the bound kernels lose the lent core, and its refutations arrive as
-#: clauses after the search has moved on, so they save few nodes.  On mnist 256x4
-#: prop_13_0.05 with two workers the gate usually narrows after three LPs stopped by
-#: LP_ITERATIONS (6-7 s of LP, 81-88 s in all), but in one run of eight the early LPs finished
-#: under the limit, the gate stayed wide, the LP ran 1,294 times and the run took 115 s; with
-#: the gate held wide on purpose, 134.5 s uncapped and 88.0 s at 0.15.
-ASYNC_LP_SHARE = 0.15
-
-
-#: seconds between two polls of the parallel search for lemmas (``ReluTheory.poll``)
-POLL_S = 0.05
-#: stop the solver as soon as lemmas arrive (else they wait for the next restart)
-LEMMA_INTERRUPT = False
-
 
 @dataclass
 class Snapshot:
@@ -96,10 +72,15 @@ class ReluTheory:
     root : LayerBounds or None -- root bounds (no phases), used as the first snapshot
     stats : dict
     method : str -- bound method for propagation (``"crown"`` or ``"ibp"``)
+    lp_unstable : int -- relaxation LP at nodes with at most this many free unstable neurons
+        (-1: never)
+    settings : TheorySettings, optional -- LP limits, PGD share, polling (default: the defaults)
     """
 
     def __init__(self, network, spec, case_index, open_disjuncts, packed, sel_vars, deadline,
-                 root=None, stats=None, method="crown", lp_unstable=-1):
+                 root=None, stats=None, method="crown", lp_unstable=-1,
+                 settings: TheorySettings | None = None):
+        self.cfg = cfg = settings or TheorySettings()
         self.network = network
         self.spec = spec
         self.case = spec.cases[case_index]
@@ -138,7 +119,7 @@ class ReluTheory:
         #: relaxation LPs on a background thread when a core is spare (AsyncRelaxationLP), or None
         self.async_lp = None
         self.t_lp_async = 0.0
-        #: ``time.monotonic()`` of the first node offered to the background LP (ASYNC_LP_SHARE),
+        #: ``time.monotonic()`` of the first node offered to the background LP (``async_lp_share``),
         #: or None
         self.t_async0 = None
         self.n_lp_jobs = 0
@@ -165,9 +146,9 @@ class ReluTheory:
         self.lp_unstable = lp_unstable
         #: relaxation LP limits: simplex iterations per LP (deterministic: this, not the clock,
         #: decides when an LP is too slow and the LP gate narrows), and a time limit as a backstop
-        self.lp_iterations = LP_ITERATIONS
-        self.lp_time_limit_s = LP_TIME_LIMIT_S
-        #: replay relaxation optima (and PGD from them within PGD_SHARE of the time)
+        self.lp_iterations = cfg.lp_iterations
+        self.lp_time_limit_s = cfg.lp_time_limit_s
+        #: replay relaxation optima (and PGD from them within ``cfg.pgd_share`` of the time)
         self.lp_attack = True
         self.t_attack = 0.0
         self.t0 = time.monotonic()
@@ -177,9 +158,9 @@ class ReluTheory:
         self.root_infeasible = False
         #: parallel search: ``poll()`` -> list of lemma clauses from other workers (each valid
         #: for the whole case: the negated phases of a cube another worker proved), or None when
-        #: the case is already settled elsewhere; called at most every ``POLL_S`` seconds from
+        #: the case is already settled elsewhere; called at most every ``cfg.poll_s`` seconds from
         #: ``propagate``.  The driver adds lemmas at level 0 after the solver's current call (the
-        #: next restart; with ``LEMMA_INTERRUPT`` the solver is stopped for them at once,
+        #: next restart; with ``cfg.lemma_interrupt`` the solver is stopped for them at once,
         #: ``lemma_stop``); None stops the search for good (``cancelled``).
         self.poll = None
         self.lemmas_in: list[list[int]] = []
@@ -341,13 +322,13 @@ class ReluTheory:
         t = time.monotonic()
         if t < self._next_poll:
             return False
-        self._next_poll = t + POLL_S
+        self._next_poll = t + self.cfg.poll_s
         got = self.poll()
         if got is None:
             self.cancelled = self.stop = True
         elif got:
             self.lemmas_in.extend(got)
-            if LEMMA_INTERRUPT:
+            if self.cfg.lemma_interrupt:
                 self.lemma_stop = self.stop = True
         return self.stop
 
@@ -416,7 +397,7 @@ class ReluTheory:
         With a spare core (``lent_threads() >= 2``) and ``async_lp`` set, the LP runs on its
         background thread (``dpllnn.search.asynclp``) and its refutations come back as clauses
         (:meth:`_collect_lp`); a node whose LP would wait for the thread gets none, and so does
-        every node while the thread's LP time exceeds ``ASYNC_LP_SHARE`` of the wall time."""
+        every node while the thread's LP time exceeds ``cfg.async_lp_share`` of the wall time."""
         if self.llp is None:
             return
         lbd = snap.lbd
@@ -429,7 +410,7 @@ class ReluTheory:
             now = time.monotonic()
             if self.t_async0 is None:
                 self.t_async0 = now
-            elif self.t_lp_async > ASYNC_LP_SHARE * (now - self.t_async0):
+            elif self.t_lp_async > self.cfg.async_lp_share * (now - self.t_async0):
                 return
             snap.lp_done = True
             todo = self._lp_todo(snap)
@@ -610,7 +591,7 @@ class ReluTheory:
         """A relaxation optimum as a candidate: replay it (cheap); PGD from it within a time share."""
         t = time.monotonic()
         if dj.margin(self.network.forward(x)) <= 0.0 or \
-                self.t_attack < PGD_SHARE * (t - self.t0):
+                self.t_attack < self.cfg.pgd_share * (t - self.t0):
             cex = self._validate(x, dj)
             if cex is not None:
                 self.cex = cex
