@@ -153,7 +153,7 @@ class ParallelSettings:
     #: hybrid CDCL: length of the first phase, in seconds from the start of the parallel search:
     #: the whole-case member at ``hybrid_variant`` and the cube workers stop then (``timeout``; the
     #: focus member covers the case), and the focus member -- the whole case at variant 0, as one
-    #: worker would search it -- gets their cores (``_Lender``).  Measured with 2 workers
+    #: worker would search it -- gets their cores (``workers.Lender``).  Measured with 2 workers
     #: (mnist_fc): the nine instances of the 10 slowest that the first phase speeds up took
     #: 2.3-6.6 s with it; 256x4 prop_13_0.05 (155 s with one worker) took 151 s with the variant-1
     #: member alone on both cores after 10 s, 116.5 s with a variant-0 member.  With the focus

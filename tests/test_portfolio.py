@@ -145,25 +145,25 @@ def test_phase_cubes_are_all_sign_patterns_of_distinct_unstable_neurons():
 
 def test_falsification_task_reports_a_valid_counterexample():
     # the worker's falsification task (parallel CDCL runs half the up-front attack there):
-    # run _worker in this process on a queue holding that task, then the stop sentinel
+    # run the worker loop in this process on a queue holding that task, then the stop sentinel
     import queue
 
-    from dpllnn.search.portfolio import _FALSIFY, _worker
+    from dpllnn.search.workers import Falsified, FalsifyTask, WorkerPool, worker_loop
     from test_attack import spike_network, spike_spec
     net, spec = spike_network(k=5.0), spike_spec()
     tasks, results = queue.Queue(), queue.Queue()
-    tasks.put((_FALSIFY, 2.0, {}, 7))
+    tasks.put(FalsifyTask(2.0, {}, 7))
     tasks.put(None)
     import signal
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:  # _worker installs a worker's signal handlers: give this process its own back
-        _worker(0, net, spec, "cdcl", tasks, results, time.monotonic() + 30.0, 0)
+    try:  # worker_loop installs a worker's signal handlers: give this process its own back
+        worker_loop(0, WorkerPool(net, spec, "cdcl", tasks, results, time.monotonic() + 30.0))
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
-    kind, x, err = results.get_nowait()
-    assert kind == "falsified" and err is None and x is not None
-    assert check_counterexample(net, spec, x) is not None
+    msg = results.get_nowait()
+    assert isinstance(msg, Falsified) and msg.error is None and msg.x is not None
+    assert check_counterexample(net, spec, msg.x) is not None
 
 
 def _cdcl_cases(n_nets):
@@ -259,12 +259,12 @@ def test_attack_beside_the_root_bounds_finds_a_valid_counterexample():
 
 
 def test_lender_gives_idle_cores_to_the_running_search():
-    """``_Lender``: a search takes ``workers // busy`` kernel threads, and one again when the
+    """``Lender``: a search takes ``workers // busy`` kernel threads, and one again when the
     other workers are busy."""
     from dpllnn.bounds.threads import kernel_threads, set_kernel_threads
-    from dpllnn.search.portfolio import _Lender
+    from dpllnn.search.workers import Lender
     busy = mp.Value("i", 1)
-    lender = _Lender(busy, 2)
+    lender = Lender(busy, 2)
     try:
         lender.update()
         assert lender.threads == 2 and kernel_threads() == 2
@@ -293,14 +293,14 @@ def test_a_dead_worker_gives_unknown(monkeypatch):
     """A worker process that dies with its task open (a crash, the OOM killer) turns the verdict
     into ``unknown`` naming the exit code, never ``unsat`` or ``timeout``."""
     import os as _os
-    from dpllnn.search import portfolio
+    from dpllnn.search import workers
     if mp.get_start_method(allow_none=True) not in (None, "fork") or \
             "fork" not in mp.get_all_start_methods():
         pytest.skip("needs forked workers (they inherit the patched task runner)")
 
     def die(*a, **k):
         _os._exit(3)
-    monkeypatch.setattr(portfolio, "_run_task", die)
+    monkeypatch.setattr(workers, "run_task", die)
     net, spec, truth = _instances(1)[0]
     r = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode="cdcl", falsify_s=0.0)
     if r.reason == "root bounds" or "falsification" in (r.reason or ""):
@@ -315,7 +315,7 @@ def test_stop_processes_skips_unstarted_ones():
     ``stop_processes`` stops the started ones and leaves the others alone (no AssertionError
     from joining an unstarted process, which turned a memory-limit stop into an internal
     error)."""
-    from dpllnn.search.portfolio import stop_processes
+    from dpllnn.search.workers import stop_processes
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     started = ctx.Process(target=time.sleep, args=(30,), daemon=True)
     never = ctx.Process(target=time.sleep, args=(30,), daemon=True)

@@ -294,12 +294,12 @@ class _AttackBeside:
     terminates and joins the process (always called: no orphan)."""
 
     def __init__(self, network, spec, budget_s, seed, deadline):
-        from .portfolio import _attack_process, _context
-        ctx = _context()
+        from .workers import attack_process, context
+        ctx = context()
         self.network, self.spec = network, spec
         self.until = time.monotonic() + float(budget_s) + 1.0
         self.q = ctx.Queue()
-        self.p = ctx.Process(target=_attack_process,
+        self.p = ctx.Process(target=attack_process,
                              args=(network, spec, float(budget_s), seed, deadline, self.q),
                              daemon=True)
         self.p.start()
@@ -317,7 +317,7 @@ class _AttackBeside:
         return None if x is None else check_counterexample(self.network, self.spec, x)
 
     def stop(self):
-        from .portfolio import stop_processes
+        from .workers import stop_processes
         stop_processes([self.p])
         self.q.cancel_join_thread()
 
