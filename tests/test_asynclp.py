@@ -16,7 +16,7 @@ import pytest
 
 from dpllnn.bounds import compute_bounds, pack
 from dpllnn.bounds.threads import kernel_threads, lent_threads, set_kernel_threads
-from dpllnn.lp.highs import LayeredLP
+from dpllnn.lp.layered import LayeredLP
 from dpllnn.result import Verdict
 from dpllnn.search.asynclp import AsyncRelaxationLP, LPJob
 from dpllnn.search.cdcl import search_case

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from ..bounds import alpha_crown, compute_bounds
-from ..lp.highs import LayeredLP
+from ..lp.layered import LayeredLP
 from ..result import Verdict
 from ..settings import CdclSettings
 from .asynclp import AsyncRelaxationLP
