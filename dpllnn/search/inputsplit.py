@@ -47,6 +47,7 @@ from ..attack import falsify_box, snap_float32, validate_candidate
 from ..bounds import batch_crown, batch_objective_bounds
 from ..result import Verdict
 from ..settings import DEFAULT, InputSplitSettings
+from ..spec import union_row
 from ..validate import check_counterexample
 from .boxes import FIELDS, BoxPool
 from .rows import stack_rows
@@ -346,12 +347,7 @@ class _Search:
         R = low.copy()
         if self.row_closed is not None:
             R[np.repeat(~open_, self.row_counts, axis=1)] = np.inf
-        G = np.maximum.reduceat(R, self.groups, axis=1)
-        kw = np.argmin(G, axis=1)
-        cols = np.arange(R.shape[1])
-        Rm = np.where((cols >= self.groups[kw][:, None]) & (cols < self.ends[kw][:, None]), R,
-                      -np.inf)
-        r = np.argmax(Rm, axis=1)
+        r = union_row(R, self.groups)
         a = A[np.arange(B), r]
         w = hi - lo
         sc = np.abs(a) * w + 1e-12 * w / np.maximum(w.max(axis=1, keepdims=True), 1e-300)
