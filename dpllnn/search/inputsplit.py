@@ -43,12 +43,13 @@ import time
 
 import numpy as np
 
-from ..attack import falsify_box, snap_float32, validate_candidate
+from ..attack import snap_float32
 from ..bounds import batch_crown, batch_objective_bounds
 from ..result import Verdict
 from ..settings import DEFAULT, InputSplitSettings
 from ..spec import union_row
 from ..validate import check_counterexample
+from .box_checks import BoxChecks
 from .boxes import FIELDS, BoxPool
 from .rows import stack_rows
 from .decide_input import (bisect, box_priority, candidate_points, disjunct_margins,
@@ -57,7 +58,10 @@ from .decide_input import (bisect, box_priority, candidate_points, disjunct_marg
 __all__ = ["InputSplitSettings", "search_case"]
 
 
-class _Search:
+class _Search(BoxChecks):
+    """One case's branch and bound (module docstring); counterexample search and cell LPs on
+    its boxes come from :class:`~dpllnn.search.box_checks.BoxChecks`."""
+
     def __init__(self, network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg,
                  share=None, start_pool=None):
         self.share, self.start_pool = share, start_pool
@@ -87,139 +91,6 @@ class _Search:
                                 cfg.alpha_after_s)
         self.rng = np.random.default_rng(seed)
         self._alpha_unstable = None
-
-    # ---- counterexamples --------------------------------------------------------------
-    def validate(self, x):
-        if self.validations >= self.cfg.max_validations:
-            return None
-        self.validations += 1
-        return validate_candidate(self.network, self.spec, x, self.case.lb, self.case.ub)
-
-    def try_points(self, P, margins, open_, lo=None, hi=None):
-        """Validate points whose margin is <= 0 for an open disjunct (best first).  With the
-        boxes (``P`` = centres then corners of boxes ``lo``/``hi``), remember the points with the
-        smallest margins as PGD starts (:meth:`pgd_hot`)."""
-        ok = np.where(open_, margins, np.inf).min(axis=1)
-        if lo is not None and self.cfg.hot_points > 0 and ok.size:
-            j = int(np.argmin(ok))
-            if np.isfinite(ok[j]):
-                b = j % lo.shape[0]
-                self.hot.append((float(ok[j]), P[j].copy(), lo[b].copy(), hi[b].copy(),
-                                 open_[j].copy()))
-                if len(self.hot) > 4 * self.cfg.hot_points:
-                    self.hot.sort(key=lambda h: h[0])
-                    del self.hot[self.cfg.hot_points:]
-        for j in np.argsort(ok)[:8]:
-            if ok[j] > 0:
-                break
-            cex = self.validate(P[j])
-            if cex is not None:
-                return cex
-        return None
-
-    def pgd_hot(self, it):
-        """PGD from the remembered points with the smallest margins, each in its box."""
-        if not self.hot:
-            return None
-        self.hot.sort(key=lambda h: h[0])
-        hot, self.hot = self.hot[:self.cfg.hot_points], []
-        for j, (_, x, lo, hi, op) in enumerate(hot):
-            if time.monotonic() > self.deadline:
-                return None
-            if not op.any():
-                continue
-            rows, g = self._open_rows(op)
-            xb, m = falsify_box(self.network, lo, hi, self.C[rows], self.d[rows],
-                                seed=self.seed + it * 17 + j, steps=20, restarts=4, x0=x,
-                                deadline=self.deadline, groups=g)
-            self.stats["pgd_hot_runs"] = self.stats.get("pgd_hot_runs", 0) + 1
-            if m <= 0:
-                cex = self.validate(xb)
-                if cex is not None:
-                    return cex
-        return None
-
-    def _open_rows(self, open_row):
-        """Stacked row indices of the open disjuncts in ``open_row`` (k,) and their group starts
-        within that selection (None for a single disjunct), as :func:`falsify_box` takes them."""
-        sel = np.flatnonzero(open_row)
-        rows = np.concatenate([np.arange(self.groups[s], self.ends[s]) for s in sel])
-        g = np.cumsum([0] + [self.ends[s] - self.groups[s] for s in sel[:-1]]).astype(np.int64)
-        return rows, (g if len(g) > 1 else None)
-
-    def pgd(self, lo, hi, open_, it):
-        for j in range(lo.shape[0]):
-            if time.monotonic() > self.deadline:
-                return None
-            if not open_[j].any():
-                continue
-            rows, g = self._open_rows(open_[j])
-            x, m = falsify_box(self.network, lo[j], hi[j], self.C[rows], self.d[rows],
-                               seed=self.seed + it * 31 + j, steps=30, restarts=8,
-                               x0=0.5 * (lo[j] + hi[j]), deadline=self.deadline, groups=g)
-            self.stats["pgd_runs"] = self.stats.get("pgd_runs", 0) + 1
-            if m <= 0:
-                cex = self.validate(x)
-                if cex is not None:
-                    return cex
-        return None
-
-    # ---- cell LPs -----------------------------------------------------------------------
-    def lp_close(self, lo, hi, open_row, max_unstable):
-        """Try to refute the open disjuncts of one box exactly: enumerate the phases of its
-        unstable neurons (at most ``max_unstable``) and solve one cell LP per phase pattern and
-        disjunct (:class:`dpllnn.lp.CellLP`: ``"infeasible"`` is certified on a loosened LP).
-
-        Returns (new open mask (k,), counterexample or None).
-        """
-        from ..bounds import compute_bounds
-        from ..lp import CellLP
-        lbd = compute_bounds(self.packed, lo, hi, None, "crown")
-        if lbd.infeasible:
-            return open_row, None
-        unst = np.flatnonzero(lbd.unstable)
-        if unst.size > max_unstable:
-            return open_row, None
-        if self.lp is None:
-            self.lp = CellLP(self.network)
-        base = np.where(lbd.stable_active, 1, -1).astype(np.int8)
-        self.stats["lp_boxes"] = self.stats.get("lp_boxes", 0) + 1
-        out = open_row.copy()
-        ends = np.append(self.groups[1:], self.C.shape[0])
-        for j in np.flatnonzero(open_row):
-            Cj, dj = self.C[self.groups[j]:ends[j]], self.d[self.groups[j]:ends[j]]
-            refuted = True
-            for bits in range(1 << unst.size):
-                if time.monotonic() > self.deadline:
-                    return open_row, None
-                ph = base.copy()
-                ph[unst] = np.where((bits >> np.arange(unst.size)) & 1, 1, -1)
-                status, x = self.lp.solve(lo, hi, ph, Cj, dj)
-                self.stats["lp_solves"] = self.stats.get("lp_solves", 0) + 1
-                if status == "infeasible":
-                    continue
-                refuted = False
-                if status == "feasible" and x is not None:
-                    cex = self.validate(x)
-                    if cex is not None:
-                        return out, cex
-                break
-            if refuted:
-                out[j] = False
-        return out, None
-
-    def lp_pass(self, lo, hi, low, open_, unst, max_unstable, limit):
-        """Cell LPs on up to ``limit`` boxes with few unstable neurons; updates ``open_``."""
-        cand = np.flatnonzero((unst <= max_unstable) & open_.any(axis=1))[:limit]
-        for i in cand:
-            if time.monotonic() > self.deadline:
-                break
-            open_[i], cex = self.lp_close(lo[i], hi[i], open_[i], max_unstable)
-            if cex is not None:
-                return cex
-            if not open_[i].any():
-                self.stats["lp_closed"] = self.stats.get("lp_closed", 0) + 1
-        return None
 
     # ---- alpha-CROWN on deep boxes --------------------------------------------------------
     def alpha_pass(self, lo, hi, low, open_, depth, zl, zu):
