@@ -20,7 +20,7 @@ import numpy as np
 
 from .network import Network
 from .result import Counterexample
-from .spec import Spec
+from .spec import Spec, union_row
 from .validate import check_counterexample
 
 __all__ = ["network_gradient", "margin_and_grad", "falsify_box", "falsify", "snap_float32",
@@ -108,15 +108,7 @@ def margin_and_grad(network: Network, X: np.ndarray, C: np.ndarray, d: np.ndarra
     """
     Y, masks = _forward_masks(network, X)
     R = Y @ C.T - d
-    if groups is None or len(groups) <= 1:
-        i = np.argmax(R, axis=1)
-    else:
-        G = np.maximum.reduceat(R, groups, axis=1)              # (batch, k) disjunct margins
-        k = np.argmin(G, axis=1)
-        ends = np.append(groups[1:], R.shape[1])
-        Rm = np.where((np.arange(R.shape[1]) >= groups[k][:, None])
-                      & (np.arange(R.shape[1]) < ends[k][:, None]), R, -np.inf)
-        i = np.argmax(Rm, axis=1)
+    i = union_row(R, groups)
     margin = R[np.arange(R.shape[0]), i]
     grad = _backward(network, masks, C[i])
     dead = ~np.any(grad != 0.0, axis=1)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DpllnnError, OnnxError, ShapeMismatch
+from .errors import DpllnnError, ShapeMismatch
 from .io.vnnlib2 import Query, link_representatives
 from .result import Result, Verdict
 from .spec import Case, Disjunct, Spec

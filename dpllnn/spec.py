@@ -103,6 +103,32 @@ class Case:
         return bool(np.any(self.lb > self.ub))
 
 
+def union_row(R: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """The row that decides the margin of a union of stacked disjuncts, per batch row.
+
+    A union's margin is ``min_k max_{i in disjunct k} R_i``: the arg-max row of the arg-min
+    disjunct (the attack's target, the smear's gradient row, the CROWN row a box is split on).
+
+    Parameters
+    ----------
+    R : ndarray, shape (B, m), float64 -- row values (margins or lower bounds; rows to leave out
+        may be set to ``+inf``)
+    groups : ndarray of int, shape (k,), or None -- first row of each disjunct (increasing, from
+        0; ``Case.stack``'s offsets without the last); None or one group: one disjunct
+
+    Returns
+    -------
+    ndarray, int64, shape (B,) -- the row index in ``0..m-1``
+    """
+    if groups is None or len(groups) <= 1:
+        return np.argmax(R, axis=1)
+    k = np.argmin(np.maximum.reduceat(R, groups, axis=1), axis=1)
+    ends = np.append(groups[1:], R.shape[1])
+    cols = np.arange(R.shape[1])
+    Rm = np.where((cols >= groups[k][:, None]) & (cols < ends[k][:, None]), R, -np.inf)
+    return np.argmax(Rm, axis=1)
+
+
 @dataclass
 class Spec:
     """A parsed VNN-LIB property.

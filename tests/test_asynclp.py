@@ -9,30 +9,33 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from dpllnn.bounds import compute_bounds, pack
 from dpllnn.bounds.threads import kernel_threads, lent_threads, set_kernel_threads
-from dpllnn.lp.highs import LayeredLP
+from dpllnn.lp.layered import LayeredLP
 from dpllnn.result import Verdict
 from dpllnn.search.asynclp import AsyncRelaxationLP, LPJob
 from dpllnn.search.cdcl import search_case
+from dpllnn.settings import DEFAULT
 from dpllnn.validate import check_counterexample
 from naive import exhaustive_margin, one_case_problem
 
 MARGIN = 1e-6
 
 
-def _search(seed):
-    """One oracle-sized problem searched by ``search_case``: ``(net, spec, verdict, cex,
-    stats)``."""
+def _search(seed, settings=None):
+    """One oracle-sized problem searched by ``search_case`` (with CdclSettings ``settings``):
+    ``(net, spec, verdict, cex, stats)``."""
     net, spec = one_case_problem(seed)
     case = spec.cases[0]
     stats = {}
     v, cex = search_case(net, spec, 0, list(range(len(case.disjuncts))), packed=pack(net),
-                         deadline=time.monotonic() + 30, seed=seed, stats=stats, root=None)
+                         deadline=time.monotonic() + 30, seed=seed, stats=stats, root=None,
+                         settings=settings)
     return net, spec, v, cex, stats
 
 
@@ -139,13 +142,11 @@ def test_failing_thread_raises_instead_of_a_verdict(two_threads, monkeypatch):
 
 
 def test_background_lp_share_caps_the_jobs(two_threads, monkeypatch):
-    """``ASYNC_LP_SHARE`` bounds the background LP's share of the wall time: at 0 a search runs
+    """``TheorySettings.async_lp_share`` bounds the background LP's share of the wall time: at 0 a search runs
     its first job and, once that job's time is collected, no other; at 1 (never binding: the LP
     cannot take more than the wall time) every eligible node gets one.  The jobs run at once on
     the calling thread here, so the thread is never busy and only the cap limits them; verdicts
     stay exact either way."""
-    from dpllnn.search import theory
-
     def run_now(self, job):
         self._solve(job)
         self._done.append(job)
@@ -154,10 +155,10 @@ def test_background_lp_share_caps_the_jobs(two_threads, monkeypatch):
     monkeypatch.setattr(AsyncRelaxationLP, "submit", run_now)
     runs = {}
     for share in (1.0, 0.0):
-        monkeypatch.setattr(theory, "ASYNC_LP_SHARE", share)
+        cfg = replace(DEFAULT.cdcl, theory=replace(DEFAULT.cdcl.theory, async_lp_share=share))
         jobs = []
         for seed in range(12):
-            net, spec, v, _, stats = _search(seed)
+            net, spec, v, _, stats = _search(seed, cfg)
             case = spec.cases[0]
             margins = [exhaustive_margin(net, case, dj) for dj in case.disjuncts]
             if min(abs(m) for m in margins) > MARGIN:

@@ -182,7 +182,7 @@ def test_mnist_fc_256x2(bench_root, name, timeout):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_fsb_picks_the_candidate_with_the_best_worse_child(seed):
-    """Filtered smart branching: the chosen neuron is a free unstable one among the FSB_TOP best
+    """Filtered smart branching: the chosen neuron is a free unstable one among the fsb_top best
     by BaBSR, its worse child's remaining negative bound mass is the largest among them, and
     every child bound FSB uses holds on samples of that child."""
     from dpllnn.bounds import babsr_scores
@@ -207,7 +207,7 @@ def test_fsb_picks_the_candidate_with_the_best_worse_child(seed):
     rows = [r for i in np.flatnonzero(~snap.refuted).tolist()
             for r in range(th.rows[i], th.rows[i + 1])][:4]
     base = np.where(unst, sum(babsr_scores(packed, lbd, th.C[r], float(th.d[r])) for r in rows), 0.0)
-    cand = [int(c) for c in np.argsort(-base, kind="stable")[:decide.FSB_TOP] if base[c] > 0]
+    cand = [int(c) for c in np.argsort(-base, kind="stable")[:br.fsb_top] if base[c] > 0]
     assert j in cand
     xs = np.vstack([rng.uniform(case.lb, case.ub, size=(3000, net.n_inputs)),
                     np.where(rng.random((1000, net.n_inputs)) < 0.5, case.lb, case.ub)])

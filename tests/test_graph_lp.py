@@ -9,7 +9,7 @@ import pytest
 from dpllnn.bounds import compute_bounds, pack
 from dpllnn.io.onnx_import import network_or_graph
 from dpllnn.lp.graph_lp import GraphLP, graph_lp_columns
-from dpllnn.lp.highs import LayeredLP
+from dpllnn.lp import LayeredLP
 from dpllnn.model.lower import network_from_graph
 from graph_models import conv_net, pool_net, resnet
 

@@ -120,7 +120,7 @@ def _root_bounds(net, lb, ub, phase=None):
        hidden=st.lists(st.integers(1, 4), min_size=1, max_size=2), n_out=st.integers(1, 3))
 def test_layered_lp_cells_match_oracle(seed, n_in, hidden, n_out):
     """The incremental layered LP: same verdicts as the oracle on cells, reused across queries."""
-    from dpllnn.lp.highs import LayeredLP
+    from dpllnn.lp.layered import LayeredLP
 
     rng = np.random.default_rng(seed)
     net = random_network(rng, n_in, tuple(hidden), n_out)
@@ -155,7 +155,7 @@ def test_layered_lp_cells_match_oracle(seed, n_in, hidden, n_out):
 
 def test_layered_lp_relaxation_is_sound():
     """Partial assignments (triangle for the free neurons): never refutes a reachable disjunct."""
-    from dpllnn.lp.highs import LayeredLP
+    from dpllnn.lp.layered import LayeredLP
 
     rng = np.random.default_rng(7)
     n_ref = 0
@@ -191,7 +191,7 @@ def test_layered_lp_relaxation_is_sound():
 def test_layered_lp_iteration_limit_is_reported_and_per_call():
     """``max_iterations`` stops a run with ``"unknown"`` and ``limited`` set (the CDCL theory's
     deterministic LP gate); the next call without it solves to the end and clears the flag."""
-    from dpllnn.lp.highs import LayeredLP
+    from dpllnn.lp.layered import LayeredLP
 
     rng = np.random.default_rng(11)
     net = random_network(rng, 6, (24, 24), 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from dpllnn.io.onnx_export import to_onnx
 from dpllnn.result import Verdict
 from dpllnn.bounds import pack
 from dpllnn.search.inputsplit import search_case
+from dpllnn.settings import DEFAULT
 from dpllnn.validate import check_counterexample
 
 from naive import random_network, random_spec, spec_margins
@@ -43,12 +45,13 @@ def _instances(n, n_in_max=4):
 
 @pytest.mark.parametrize("mode,cdcl_parallel", [("inputsplit", "portfolio"), ("cdcl", "portfolio"),
                                                 ("cdcl", "cubes"), ("cdcl", "hybrid")])
-def test_two_workers_agree_with_one_and_with_oracle(mode, cdcl_parallel, monkeypatch):
-    from dpllnn.search import portfolio
-    monkeypatch.setattr(portfolio, "CDCL_PARALLEL", cdcl_parallel)
+def test_two_workers_agree_with_one_and_with_oracle(mode, cdcl_parallel):
+    s = replace(DEFAULT, parallel=replace(DEFAULT.parallel, scheme=cdcl_parallel))
     for net, spec, truth in _instances(12):
-        r1 = dpllnn.verify(net, spec, timeout_s=30, workers=1, mode=mode, falsify_s=0.0)
-        r2 = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode=mode, falsify_s=0.0)
+        r1 = dpllnn.verify(net, spec, timeout_s=30, workers=1, mode=mode, falsify_s=0.0,
+                           settings=s)
+        r2 = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode=mode, falsify_s=0.0,
+                           settings=s)
         for r in (r1, r2):
             assert r.verdict.value in (truth, "unknown", "timeout"), (truth, r)
             if r.verdict is Verdict.SAT:
@@ -142,25 +145,25 @@ def test_phase_cubes_are_all_sign_patterns_of_distinct_unstable_neurons():
 
 def test_falsification_task_reports_a_valid_counterexample():
     # the worker's falsification task (parallel CDCL runs half the up-front attack there):
-    # run _worker in this process on a queue holding that task, then the stop sentinel
+    # run the worker loop in this process on a queue holding that task, then the stop sentinel
     import queue
 
-    from dpllnn.search.portfolio import _FALSIFY, _worker
+    from dpllnn.search.workers import Falsified, FalsifyTask, WorkerPool, worker_loop
     from test_attack import spike_network, spike_spec
     net, spec = spike_network(k=5.0), spike_spec()
     tasks, results = queue.Queue(), queue.Queue()
-    tasks.put((_FALSIFY, 2.0, {}, 7))
+    tasks.put(FalsifyTask(2.0, {}, 7))
     tasks.put(None)
     import signal
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:  # _worker installs a worker's signal handlers: give this process its own back
-        _worker(0, net, spec, "cdcl", tasks, results, time.monotonic() + 30.0, 0)
+    try:  # worker_loop installs a worker's signal handlers: give this process its own back
+        worker_loop(0, WorkerPool(net, spec, "cdcl", tasks, results, time.monotonic() + 30.0))
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
-    kind, x, err = results.get_nowait()
-    assert kind == "falsified" and err is None and x is not None
-    assert check_counterexample(net, spec, x) is not None
+    msg = results.get_nowait()
+    assert isinstance(msg, Falsified) and msg.error is None and msg.x is not None
+    assert check_counterexample(net, spec, msg.x) is not None
 
 
 def _cdcl_cases(n_nets):
@@ -179,15 +182,14 @@ def _cdcl_cases(n_nets):
 
 
 @pytest.mark.parametrize("interrupt", [True, False])
-def test_lemmas_from_proved_cubes_keep_the_verdict(interrupt, monkeypatch):
+def test_lemmas_from_proved_cubes_keep_the_verdict(interrupt):
     """Hybrid CDCL: the negated cubes that a cube search proved, handed to a whole-case search
     through ``poll``, are valid lemmas: the verdict is the oracle's; when every cube is proved
     (unsat cases), the lemmas alone refute the case."""
-    from dpllnn.search import theory as th
     from dpllnn.search.cdcl import search_case as cdcl_case
     from dpllnn.search.portfolio import phase_cubes
-    monkeypatch.setattr(th, "LEMMA_INTERRUPT", interrupt)
-    monkeypatch.setattr(th, "POLL_S", 0.0)
+    cdcl = DEFAULT.cdcl
+    cfg = replace(cdcl, theory=replace(cdcl.theory, lemma_interrupt=interrupt, poll_s=0.0))
     n_fed = n_all = 0
     for net, spec, ci, idx, truth in _cdcl_cases(8):
         packed = pack(net)
@@ -204,7 +206,7 @@ def test_lemmas_from_proved_cubes_keep_the_verdict(interrupt, monkeypatch):
             return list(lemmas) if len(calls) == 1 else []
         stats: dict = {}
         v, cex = cdcl_case(net, spec, ci, idx, packed=packed, deadline=time.monotonic() + 30,
-                           seed=0, stats=stats, root=None, poll=poll)
+                           seed=0, stats=stats, root=None, poll=poll, settings=cfg)
         assert v is truth, (v, truth)
         if cex is not None:
             assert check_counterexample(net, spec, cex.x) is not None
@@ -257,12 +259,12 @@ def test_attack_beside_the_root_bounds_finds_a_valid_counterexample():
 
 
 def test_lender_gives_idle_cores_to_the_running_search():
-    """``_Lender``: a search takes ``workers // busy`` kernel threads, and one again when the
+    """``Lender``: a search takes ``workers // busy`` kernel threads, and one again when the
     other workers are busy."""
     from dpllnn.bounds.threads import kernel_threads, set_kernel_threads
-    from dpllnn.search.portfolio import _Lender
+    from dpllnn.search.workers import Lender
     busy = mp.Value("i", 1)
-    lender = _Lender(busy, 2)
+    lender = Lender(busy, 2)
     try:
         lender.update()
         assert lender.threads == 2 and kernel_threads() == 2
@@ -273,15 +275,14 @@ def test_lender_gives_idle_cores_to_the_running_search():
         set_kernel_threads(1)
 
 
-def test_hybrid_without_cube_time_still_decides(monkeypatch):
-    """Hybrid CDCL with no time for cubes (``HYBRID_CUBE_S = 0``): every cube stops at once
+def test_hybrid_without_cube_time_still_decides():
+    """Hybrid CDCL with no time for cubes (``hybrid_cube_s = 0``): every cube stops at once
     with a time-out, and the whole-case member (on the lent core) still gives the oracle's
     verdict."""
-    from dpllnn.search import portfolio
-    monkeypatch.setattr(portfolio, "CDCL_PARALLEL", "hybrid")
-    monkeypatch.setattr(portfolio, "HYBRID_CUBE_S", 0.0)
+    s = replace(DEFAULT, parallel=replace(DEFAULT.parallel, scheme="hybrid", hybrid_cube_s=0.0))
     for net, spec, truth in _instances(6):
-        r = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode="cdcl", falsify_s=0.0)
+        r = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode="cdcl", falsify_s=0.0,
+                          settings=s)
         assert r.verdict.value == truth, (truth, r)
         if r.verdict is Verdict.SAT:
             assert check_counterexample(net, spec, r.counterexample.x) is not None
@@ -292,14 +293,14 @@ def test_a_dead_worker_gives_unknown(monkeypatch):
     """A worker process that dies with its task open (a crash, the OOM killer) turns the verdict
     into ``unknown`` naming the exit code, never ``unsat`` or ``timeout``."""
     import os as _os
-    from dpllnn.search import portfolio
+    from dpllnn.search import workers
     if mp.get_start_method(allow_none=True) not in (None, "fork") or \
             "fork" not in mp.get_all_start_methods():
         pytest.skip("needs forked workers (they inherit the patched task runner)")
 
     def die(*a, **k):
         _os._exit(3)
-    monkeypatch.setattr(portfolio, "_run_task", die)
+    monkeypatch.setattr(workers, "run_task", die)
     net, spec, truth = _instances(1)[0]
     r = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode="cdcl", falsify_s=0.0)
     if r.reason == "root bounds" or "falsification" in (r.reason or ""):
@@ -314,7 +315,7 @@ def test_stop_processes_skips_unstarted_ones():
     ``stop_processes`` stops the started ones and leaves the others alone (no AssertionError
     from joining an unstarted process, which turned a memory-limit stop into an internal
     error)."""
-    from dpllnn.search.portfolio import stop_processes
+    from dpllnn.search.workers import stop_processes
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     started = ctx.Process(target=time.sleep, args=(30,), daemon=True)
     never = ctx.Process(target=time.sleep, args=(30,), daemon=True)

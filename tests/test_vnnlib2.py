@@ -11,7 +11,6 @@ import onnx
 import pytest
 
 from dpllnn.cli import main
-from dpllnn.errors import SpecError
 from dpllnn.io.vnnlib import parse_vnnlib, parse_vnnlib_text
 from dpllnn.io.vnnlib2 import is_vnnlib2, parse_query
 from dpllnn.query import solve_query

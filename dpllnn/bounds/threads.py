@@ -2,7 +2,7 @@
 
 One thread by default: parallelism comes from worker processes (``dpllnn/__init__.py``).  A
 parallel search lends the cores of idle workers to a running search
-(:class:`dpllnn.search.portfolio._Lender`), which calls :func:`set_kernel_threads`; the wrappers
+(:class:`dpllnn.search.workers.Lender`), which calls :func:`set_kernel_threads`; the wrappers
 in :mod:`dpllnn.bounds.propagate` and :mod:`dpllnn.bounds.alpha` then split the rows of each
 backward pass over that many numba threads (``kernels.*_rows``).  Each row is computed by the
 same code either way (up to BLAS's summation order), so the bounds are sound at any count.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.graph import Relu
-from .highs import LayeredLP
+from .layered import LayeredLP
 
 __all__ = ["GraphLP", "graph_lp_columns"]
 

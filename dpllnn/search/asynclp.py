@@ -72,7 +72,7 @@ class AsyncRelaxationLP:
 
     Parameters
     ----------
-    llp : dpllnn.lp.highs.LayeredLP
+    llp : dpllnn.lp.layered.LayeredLP
     lock : threading.Lock -- held around every use of ``llp`` (the theory takes it too)
     """
 

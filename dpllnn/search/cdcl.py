@@ -36,40 +36,13 @@ import numpy as np
 
 from ..bounds import alpha_crown, compute_bounds
 from ..lp.graph_lp import GraphLP, graph_lp_columns
-from ..lp.highs import LayeredLP
+from ..lp.layered import LayeredLP
 from ..result import Verdict
+from ..settings import CdclSettings
 from .asynclp import AsyncRelaxationLP
 from .decide import Brancher
 from .propagator import ReluPropagator
 from .theory import ReluTheory
-
-#: conflicts per Luby unit between restarts
-RESTART_BASE = 64
-#: relaxation LP (triangle, partial assignment) at nodes with at most this many free unstable
-#: neurons.  On the incremental LayeredLP a warm re-solve costs ~25 ms on mnist 256x2, so it runs
-#: at every node (measured: mnist 256x2 prop_6_0.03 unsat in 43 s at every node, timeout at 60 s
-#: with <= 12 or <= 40; the root relaxation's optimum also seeds PGD, finding prop_2_0.03's
-#: counterexample in 3-4 s)
-LP_UNSTABLE = 1 << 30
-#: graphs get the cell / relaxation LP only up to this many LP columns (one per tensor element):
-#: the tiny conv nets whose searches reach complete assignments have a few hundred; resnet_2b has
-#: ~30,000 and its searches never complete an assignment
-GRAPH_LP_MAX_COLUMNS = 5000
-#: relaxation LPs on a background thread when the search has a spare core (the parallel
-#: search's idle workers lend theirs), instead of on the search's path (``asynclp``)
-ASYNC_LP = True
-#: alpha-CROWN steps per hidden layer's unstable neurons in the CDCL root bounds.  The optimised
-#: intermediate bounds become the search's root snapshot, which every node's bounds are
-#: intersected with (ReluTheory).  Measured on mnist_fc (root, 2 cores): 256x4 prop_14_0.05
-#: unstable 400 -> 289 (CROWN -> 20 steps), objective bound -6.2 -> -1.5, 0.5 s; 256x6
-#: prop_7_0.03 unstable 293 -> 148, 3 of 9 disjuncts refuted at the root, 0.5 s (10 steps: 0.3 s,
-#: slightly looser; 40 steps: no better).  Also used in the alpha-CROWN re-bounding at restarts.
-ROOT_INTERMEDIATE_ITERS = 20
-#: heuristics cycled over restarts: (kind, layer_bias).  FSB rather than BaBSR, because (one
-#: worker, mnist_fc, BaBSR -> FSB): 256x4 prop_8_0.03 28.1 -> 15.3 s (447 -> 122 nodes), 256x2 prop_10_0.05
-#: 19.1 -> 4.3 s; with 2 workers 256x4 prop_14_0.05 went from a 300 s timeout to 4.5 s.
-SCHEDULE = (("fsb", 1.0), ("fsb", 2.0), ("width", 1.0), ("fsb", 1.0), ("solver", 1.0))
-
 
 def luby(i: int) -> int:
     """The Luby sequence 1 1 2 1 1 2 4 1 1 2 ... (``i`` from 1)."""
@@ -97,7 +70,7 @@ _REF_CACHE: dict = {}  # (id(spec), case, disjuncts, seed) -> PGD reference poin
 
 
 def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats, root,
-                cube=None, variant=0, poll=None):
+                cube=None, variant=0, poll=None, settings: CdclSettings | None = None):
     """Hidden-phase CDCL on one case (see module docstring).
 
     Parameters
@@ -119,13 +92,15 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         searched (parallel cubes, :mod:`dpllnn.search.portfolio`), so ``unsat`` then covers the
         cube only
     variant : int -- portfolio member: the restart schedule of branching heuristics starts at
-        ``SCHEDULE[variant % len(SCHEDULE)]`` (0: the default order)
+        ``schedule[variant % len(schedule)]`` (0: the default order)
     poll : callable, optional -- parallel search: ``poll()`` returns a list of lemma clauses
         (phase literals as for ``cube``; each must hold on the whole case, e.g. the negation of
         a cube another worker proved unsat) or None when the case is settled elsewhere (the
         search then stops with ``unknown``); see ``ReluTheory.poll``.  Lemmas are added at level
-        0 when the solver's current call returns (with ``theory.LEMMA_INTERRUPT``, the solver is
-        stopped for them at once and resumes under a fresh guard assumption)
+        0 when the solver's current call returns (with ``TheorySettings.lemma_interrupt``, the
+        solver is stopped for them at once and resumes under a fresh guard assumption)
+    settings : CdclSettings, optional -- restarts, schedule, LP gate, brancher and theory
+        settings (default: the defaults)
 
     Returns
     -------
@@ -139,6 +114,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     from pysat.solvers import Solver
 
     t_start = time.monotonic()
+    cfg = settings or CdclSettings()
     case = spec.cases[case_index]
     opened = [i for i in open_disjuncts]
     if not opened:
@@ -153,7 +129,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     sel_vars = [pool.id(("sel", i)) for i in opened]
     guard = pool.id(("guard",))
     theory = ReluTheory(network, spec, case_index, opened, packed, sel_vars, deadline,
-                        root=root, stats=stats, lp_unstable=LP_UNSTABLE)
+                        root=root, stats=stats, lp_unstable=cfg.lp_unstable, settings=cfg.theory)
     theory.poll = poll
     n_lemmas = 0
     _add_stats(stats, "cdcl_calls", 1)
@@ -167,7 +143,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         theory.fit_alpha()
     is_graph = getattr(network, "is_graph", False)
     if not theory.root_infeasible and (not is_graph or
-                                       graph_lp_columns(network) <= GRAPH_LP_MAX_COLUMNS):
+                                       graph_lp_columns(network) <= cfg.graph_lp_max_columns):
         # cells and relaxations on one incremental layered LP per case.  A graph's LP has a
         # column per tensor element, so large graphs go without: their complete assignments are
         # blocked without proof and their searches prove unsat by bounds alone
@@ -176,7 +152,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             theory.llp = GraphLP(network, theory.C, theory.d, theory.lb, theory.ub, r)
         else:
             theory.llp = LayeredLP(network, theory.C, theory.d, theory.lb, theory.ub, r.lb, r.ub)
-        if ASYNC_LP:
+        if cfg.async_lp:
             theory.async_lp = AsyncRelaxationLP(theory.llp, theory.llp_lock)
 
     def finish(verdict, cex=None):
@@ -228,7 +204,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             _REF_CACHE[key] = _reference_point(network, case, [case.disjuncts[i] for i in opened],
                                                seed, deadline)
         theory.x_ref = _REF_CACHE[key]
-        brancher = Brancher(theory, "babsr")
+        brancher = Brancher(theory, "babsr", fsb_top=cfg.fsb_top)
         prop = ReluPropagator(theory, brancher, guard)
         solver.connect_propagator(prop)
         for v in range(1, pool.top + 1):
@@ -239,9 +215,9 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             if time.monotonic() >= deadline:
                 return finish(Verdict.TIMEOUT)
             i += 1
-            kind, bias = SCHEDULE[(i - 1 + int(variant)) % len(SCHEDULE)]
+            kind, bias = cfg.schedule[(i - 1 + int(variant)) % len(cfg.schedule)]
             brancher.kind, brancher.layer_bias = kind, bias
-            solver.conf_budget(luby(i) * RESTART_BASE)
+            solver.conf_budget(luby(i) * cfg.restart_base)
             res = solver.solve_limited(assumptions=[guard])
             if theory.lp_error is not None:   # the background LP failed: no verdict from here
                 raise RuntimeError(theory.lp_error)
@@ -271,7 +247,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             # budget exhausted: restart with tightened root bounds
             restarts += 1
             t = time.monotonic()
-            units, nlp = _restart_tighten(theory, opened, deadline, restarts)
+            units, nlp = _restart_tighten(theory, opened, deadline, restarts,
+                                          cfg.root_intermediate_iters)
             n_tighten_lp += nlp
             t_tighten += time.monotonic() - t
             if theory.root_infeasible:
@@ -286,7 +263,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             theory.async_lp.close()
 
 
-def _restart_tighten(theory, opened, deadline, restarts):
+def _restart_tighten(theory, opened, deadline, restarts, intermediate_iters):
     """Between chunks: re-bound the root under the fixed literals (alpha-CROWN every 4th)."""
     packed = theory.packed
     units = []
@@ -302,7 +279,7 @@ def _restart_tighten(theory, opened, deadline, restarts):
     if restarts % 4 == 1:
         # intermediate layers too (as at the root): the new root snapshot bounds every node
         al = alpha_crown(packed, theory.lb, theory.ub, fixed, theory.C, theory.d, iters=30, base=lbd,
-                         intermediate=True, intermediate_iters=ROOT_INTERMEDIATE_ITERS)
+                         intermediate=True, intermediate_iters=intermediate_iters)
         if al.infeasible:
             theory.root_infeasible = True
             return units, nlp

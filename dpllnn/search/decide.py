@@ -12,7 +12,7 @@ Heuristics (``kind``)
 ``"width"``   the widest unstable neuron relative to its interval (``min(u, -l)``), earliest layer
               first among ties: cheap, no backward pass;
 ``"fsb"``     filtered smart branching (De Palma et al. 2021; alpha-beta-CROWN's default): the
-              ``FSB_TOP`` neurons with the largest BaBSR scores are split tentatively on both
+              ``fsb_top`` neurons with the largest BaBSR scores are split tentatively on both
               sides, each child's objective bound recomputed (output-only CROWN on the node's
               intermediate bounds with the split neuron exact, adaptive and the root's alpha
               slopes); the neuron whose worse child leaves the least negative bound mass
@@ -28,9 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..bounds import babsr_scores
-
-#: FSB: candidates (by BaBSR score) whose two children are bounded
-FSB_TOP = 8
+from ..settings import CdclSettings
 
 
 class Brancher:
@@ -42,14 +40,18 @@ class Brancher:
     kind : {"babsr", "width", "solver"}
     layer_bias : float -- multiply scores of layer ``k`` by ``layer_bias ** -k`` (> 1 favours
         early layers, whose splits tighten everything after them)
+    fsb_top : int -- FSB: candidates (by BaBSR score) whose two children are bounded
+        (``CdclSettings.fsb_top``)
     """
 
-    def __init__(self, theory, kind: str = "babsr", layer_bias: float = 1.0):
+    def __init__(self, theory, kind: str = "babsr", layer_bias: float = 1.0,
+                 fsb_top: int = CdclSettings.fsb_top):
         if kind not in ("babsr", "fsb", "width", "solver"):
             raise ValueError(f"unknown branching heuristic {kind!r}")
         self.th = theory
         self.kind = kind
         self.layer_bias = float(layer_bias)
+        self.fsb_top = int(fsb_top)
         self._ref_phase = None
         self._ref_x = None
         self._cache_key = None
@@ -93,10 +95,10 @@ class Brancher:
 
     def _fsb(self, lbd, rows, base):
         """FSB scores: ``base`` (BaBSR, layer bias applied) re-ranked by the children's objective
-        bounds (``ReluTheory.children_lower``); the top ``FSB_TOP`` candidates get
+        bounds (``ReluTheory.children_lower``); the top ``fsb_top`` candidates get
         ``1e6 + sum_r min(lower_r, 0)`` of their worse child (always above every other neuron's
         score, which stay as tie-breakers below)."""
-        cand = [int(j) for j in np.argsort(-base, kind="stable")[:FSB_TOP] if base[j] > 0]
+        cand = [int(j) for j in np.argsort(-base, kind="stable")[:self.fsb_top] if base[j] > 0]
         out = base.copy()
         if cand:
             mass = np.minimum(self.th.children_lower(lbd, cand, rows), 0.0).sum(axis=2)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..attack import margin_and_grad
+from ..spec import union_row
 
 __all__ = ["disjunct_scores", "box_priority", "lookahead_children", "candidate_points",
            "disjunct_margins", "smear_scores"]
@@ -53,12 +54,7 @@ def smear_scores(network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.n
     rows_closed = np.repeat(~open_mask, np.diff(np.append(groups, C.shape[0])), axis=1)
     Y = network.forward(X)
     R = Y @ C.T - d + np.where(rows_closed, 1e300, 0.0)
-    G = np.maximum.reduceat(R, groups, axis=1)
-    k = np.argmin(G, axis=1)
-    ends = np.append(groups[1:], C.shape[0])
-    cols = np.arange(C.shape[0])
-    Rm = np.where((cols >= groups[k][:, None]) & (cols < ends[k][:, None]), R, -np.inf)
-    i = np.argmax(Rm, axis=1)
+    i = union_row(R, groups)
     from ..attack import _backward, _forward_masks  # analytic backprop, batched
     _, masks = _forward_masks(network, X)
     grad = _backward(network, masks, C[i], leak=0.01)

@@ -40,14 +40,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..attack import falsify_box, snap_float32, validate_candidate
+from ..attack import snap_float32
 from ..bounds import batch_crown, batch_objective_bounds
 from ..result import Verdict
+from ..settings import DEFAULT, InputSplitSettings
+from ..spec import union_row
 from ..validate import check_counterexample
+from .box_checks import BoxChecks
 from .boxes import FIELDS, BoxPool
 from .rows import stack_rows
 from .decide_input import (bisect, box_priority, candidate_points, disjunct_margins,
@@ -56,50 +58,10 @@ from .decide_input import (bisect, box_priority, candidate_points, disjunct_marg
 __all__ = ["InputSplitSettings", "search_case"]
 
 
-@dataclass(frozen=True)
-class InputSplitSettings:
-    method: str = "crown"           # bound method: symbolic | crown | hybrid
-    split: str = "lookahead"        # split dimension: lookahead | smear
-    lookahead_method: str = "crown"  # bound method for the lookahead children
-    lookahead_dims: int = 3         # lookahead on the top-k smear dimensions only (0: all);
-    #                                 3 of 5 on ACAS Xu: 4_2 prop_2 53 s instead of 101 s
-    lookahead_full_depth: int = 10  # ... for boxes at least this deep (shallower: all dims)
-    smear_source: str = "crown"     # smear scores: crown (|A_in| * width of the worst row's
-    #                                 linear lower bound, free with CROWN) | grad (centre gradient)
-    points: str = "crown"           # candidate points: crown (centre + A_in minimiser corner)
-    #                                 | grad (centre + gradient corner)
-    parallel: bool = False          # numba prange over boxes in the CROWN kernel
-    early_stop: bool = False        # CROWN: stop a neuron's back-substitution once its sign is proved
-    hot_points: int = 4             # PGD every pgd_every batches from this many smallest-margin points
-    inherit_bounds: bool = True     # children intersect their parent's hidden bounds (memory:
-    #                                 2 n_z floats per open box)
-    combine_rows: bool = True       # add exact convex combinations of a disjunct's rows
-    combine_q: int = 0              # their weights are multiples of 1/q (0: auto, see combined_rows)
-    batch: int = 32                 # boxes popped per iteration
-    crown_batch: int = 1 << 30      # at most this many CROWN calls per iteration (hybrid)
-    max_pool: int = 500_000         # beyond this many open boxes, pop depth-first
-    pgd_every: int = 20             # iterations between PGD rounds on the worst boxes
-    pgd_boxes: int = 4              # boxes attacked per PGD round
-    max_validations: int = 200      # candidate points sent to check_counterexample, at most
-    lp_max_unstable: int = 3        # boxes with at most this many unstable neurons: cell LPs
-    lp_max_unstable_stuck: int = 10  # the same for boxes at float resolution (last resort)
-    lp_per_iter: int = 16           # at most this many boxes tried with LPs per iteration
-    alpha_depth: int = 4            # popped boxes at least this deep get alpha-CROWN (-1: never)
-    alpha_after_s: float = 1.0      # ... once the search has run this long (easy cases end first)
-    alpha_iters: int = 10           # alpha-CROWN steps on the objective rows
-    alpha_inter_iters: int = 5      # ... and on each hidden layer's unstable neurons (0: none)
-    alpha_rows: int = 4             # alpha-CROWN optimises this many best rows per disjunct (0: all)
-    alpha_gap_factor: float = 0.5   # ... only on boxes whose gap is within this many median gains
-    alpha_force_depth: int = 20     # ... and on every box at least this deep
-    alpha_share: float = 0.8        # at most this share of the search time goes to alpha-CROWN
-    #   (depth 4 and share 0.8 since session 3: 2 workers, in-process, 3_3 / 4_2 prop_2
-    #   11.6 / 11.4 s -> 9.8 / 9.9 s; the 8 next-slowest ACAS Xu instances 20.2 -> 18.9 s)
+class _Search(BoxChecks):
+    """One case's branch and bound (module docstring); counterexample search and cell LPs on
+    its boxes come from :class:`~dpllnn.search.box_checks.BoxChecks`."""
 
-
-DEFAULT = InputSplitSettings()
-
-
-class _Search:
     def __init__(self, network, spec, case, C, d, groups, packed, deadline, seed, stats, cfg,
                  share=None, start_pool=None):
         self.share, self.start_pool = share, start_pool
@@ -129,139 +91,6 @@ class _Search:
                                 cfg.alpha_after_s)
         self.rng = np.random.default_rng(seed)
         self._alpha_unstable = None
-
-    # ---- counterexamples --------------------------------------------------------------
-    def validate(self, x):
-        if self.validations >= self.cfg.max_validations:
-            return None
-        self.validations += 1
-        return validate_candidate(self.network, self.spec, x, self.case.lb, self.case.ub)
-
-    def try_points(self, P, margins, open_, lo=None, hi=None):
-        """Validate points whose margin is <= 0 for an open disjunct (best first).  With the
-        boxes (``P`` = centres then corners of boxes ``lo``/``hi``), remember the points with the
-        smallest margins as PGD starts (:meth:`pgd_hot`)."""
-        ok = np.where(open_, margins, np.inf).min(axis=1)
-        if lo is not None and self.cfg.hot_points > 0 and ok.size:
-            j = int(np.argmin(ok))
-            if np.isfinite(ok[j]):
-                b = j % lo.shape[0]
-                self.hot.append((float(ok[j]), P[j].copy(), lo[b].copy(), hi[b].copy(),
-                                 open_[j].copy()))
-                if len(self.hot) > 4 * self.cfg.hot_points:
-                    self.hot.sort(key=lambda h: h[0])
-                    del self.hot[self.cfg.hot_points:]
-        for j in np.argsort(ok)[:8]:
-            if ok[j] > 0:
-                break
-            cex = self.validate(P[j])
-            if cex is not None:
-                return cex
-        return None
-
-    def pgd_hot(self, it):
-        """PGD from the remembered points with the smallest margins, each in its box."""
-        if not self.hot:
-            return None
-        self.hot.sort(key=lambda h: h[0])
-        hot, self.hot = self.hot[:self.cfg.hot_points], []
-        for j, (_, x, lo, hi, op) in enumerate(hot):
-            if time.monotonic() > self.deadline:
-                return None
-            if not op.any():
-                continue
-            rows, g = self._open_rows(op)
-            xb, m = falsify_box(self.network, lo, hi, self.C[rows], self.d[rows],
-                                seed=self.seed + it * 17 + j, steps=20, restarts=4, x0=x,
-                                deadline=self.deadline, groups=g)
-            self.stats["pgd_hot_runs"] = self.stats.get("pgd_hot_runs", 0) + 1
-            if m <= 0:
-                cex = self.validate(xb)
-                if cex is not None:
-                    return cex
-        return None
-
-    def _open_rows(self, open_row):
-        """Stacked row indices of the open disjuncts in ``open_row`` (k,) and their group starts
-        within that selection (None for a single disjunct), as :func:`falsify_box` takes them."""
-        sel = np.flatnonzero(open_row)
-        rows = np.concatenate([np.arange(self.groups[s], self.ends[s]) for s in sel])
-        g = np.cumsum([0] + [self.ends[s] - self.groups[s] for s in sel[:-1]]).astype(np.int64)
-        return rows, (g if len(g) > 1 else None)
-
-    def pgd(self, lo, hi, open_, it):
-        for j in range(lo.shape[0]):
-            if time.monotonic() > self.deadline:
-                return None
-            if not open_[j].any():
-                continue
-            rows, g = self._open_rows(open_[j])
-            x, m = falsify_box(self.network, lo[j], hi[j], self.C[rows], self.d[rows],
-                               seed=self.seed + it * 31 + j, steps=30, restarts=8,
-                               x0=0.5 * (lo[j] + hi[j]), deadline=self.deadline, groups=g)
-            self.stats["pgd_runs"] = self.stats.get("pgd_runs", 0) + 1
-            if m <= 0:
-                cex = self.validate(x)
-                if cex is not None:
-                    return cex
-        return None
-
-    # ---- cell LPs -----------------------------------------------------------------------
-    def lp_close(self, lo, hi, open_row, max_unstable):
-        """Try to refute the open disjuncts of one box exactly: enumerate the phases of its
-        unstable neurons (at most ``max_unstable``) and solve one cell LP per phase pattern and
-        disjunct (:class:`dpllnn.lp.CellLP`: ``"infeasible"`` is certified on a loosened LP).
-
-        Returns (new open mask (k,), counterexample or None).
-        """
-        from ..bounds import compute_bounds
-        from ..lp import CellLP
-        lbd = compute_bounds(self.packed, lo, hi, None, "crown")
-        if lbd.infeasible:
-            return open_row, None
-        unst = np.flatnonzero(lbd.unstable)
-        if unst.size > max_unstable:
-            return open_row, None
-        if self.lp is None:
-            self.lp = CellLP(self.network)
-        base = np.where(lbd.stable_active, 1, -1).astype(np.int8)
-        self.stats["lp_boxes"] = self.stats.get("lp_boxes", 0) + 1
-        out = open_row.copy()
-        ends = np.append(self.groups[1:], self.C.shape[0])
-        for j in np.flatnonzero(open_row):
-            Cj, dj = self.C[self.groups[j]:ends[j]], self.d[self.groups[j]:ends[j]]
-            refuted = True
-            for bits in range(1 << unst.size):
-                if time.monotonic() > self.deadline:
-                    return open_row, None
-                ph = base.copy()
-                ph[unst] = np.where((bits >> np.arange(unst.size)) & 1, 1, -1)
-                status, x = self.lp.solve(lo, hi, ph, Cj, dj)
-                self.stats["lp_solves"] = self.stats.get("lp_solves", 0) + 1
-                if status == "infeasible":
-                    continue
-                refuted = False
-                if status == "feasible" and x is not None:
-                    cex = self.validate(x)
-                    if cex is not None:
-                        return out, cex
-                break
-            if refuted:
-                out[j] = False
-        return out, None
-
-    def lp_pass(self, lo, hi, low, open_, unst, max_unstable, limit):
-        """Cell LPs on up to ``limit`` boxes with few unstable neurons; updates ``open_``."""
-        cand = np.flatnonzero((unst <= max_unstable) & open_.any(axis=1))[:limit]
-        for i in cand:
-            if time.monotonic() > self.deadline:
-                break
-            open_[i], cex = self.lp_close(lo[i], hi[i], open_[i], max_unstable)
-            if cex is not None:
-                return cex
-            if not open_[i].any():
-                self.stats["lp_closed"] = self.stats.get("lp_closed", 0) + 1
-        return None
 
     # ---- alpha-CROWN on deep boxes --------------------------------------------------------
     def alpha_pass(self, lo, hi, low, open_, depth, zl, zu):
@@ -389,12 +218,7 @@ class _Search:
         R = low.copy()
         if self.row_closed is not None:
             R[np.repeat(~open_, self.row_counts, axis=1)] = np.inf
-        G = np.maximum.reduceat(R, self.groups, axis=1)
-        kw = np.argmin(G, axis=1)
-        cols = np.arange(R.shape[1])
-        Rm = np.where((cols >= self.groups[kw][:, None]) & (cols < self.ends[kw][:, None]), R,
-                      -np.inf)
-        r = np.argmax(Rm, axis=1)
+        r = union_row(R, self.groups)
         a = A[np.arange(B), r]
         w = hi - lo
         sc = np.abs(a) * w + 1e-12 * w / np.maximum(w.max(axis=1, keepdims=True), 1e-300)
@@ -661,7 +485,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
     leaf box by sound bounds.
     """
     t0 = time.monotonic()
-    cfg = settings or DEFAULT
+    cfg = settings or DEFAULT.inputsplit
     case = spec.cases[case_index]
     idx = list(open_disjuncts)
     try:

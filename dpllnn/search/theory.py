@@ -42,34 +42,8 @@ from ..bounds import compute_bounds, objective_bounds, objective_lower_split
 from ..bounds.graph.beta import graph_beta_objective_lower as beta_objective_lower
 from ..bounds.graph.dense_view import graph_view_of_dense
 from ..bounds.alpha import rebound_hidden
-from ..bounds.threads import lent_threads
-from ..validate import check_counterexample
-from .asynclp import LPJob, refute_lp
-
-#: share of the search time that PGD from relaxation-LP points may take
-PGD_SHARE = 0.1
-#: simplex iterations per relaxation LP.  Until session 7 a 1.5 s time limit stopped slow LPs
-#: and three such stops narrowed the LP gate, so the search depended on the machine's speed and
-#: load (mnist 256x4 prop_14_0.05, one worker: 28-42 s over four runs).  Measured on mnist
-#: 256x4 prop_13_0.05: 4,600-8,500 iterations per second, so 7,500 is about that 1.5 s.
-LP_ITERATIONS = 7500
-#: seconds per relaxation LP: a backstop above LP_ITERATIONS (a stop by it counts as slow too)
-LP_TIME_LIMIT_S = 4.0
-#: most of the wall time (since the first node offered to it) the background relaxation LP may
-#: take.  While it runs, the bound kernels lose the lent core, and its refutations arrive as
-#: clauses after the search has moved on, so they save few nodes.  On mnist 256x4
-#: prop_13_0.05 with two workers the gate usually narrows after three LPs stopped by
-#: LP_ITERATIONS (6-7 s of LP, 81-88 s in all), but in one run of eight the early LPs finished
-#: under the limit, the gate stayed wide, the LP ran 1,294 times and the run took 115 s; with
-#: the gate held wide on purpose, 134.5 s uncapped and 88.0 s at 0.15.
-ASYNC_LP_SHARE = 0.15
-
-
-#: seconds between two polls of the parallel search for lemmas (``ReluTheory.poll``)
-POLL_S = 0.05
-#: stop the solver as soon as lemmas arrive (else they wait for the next restart)
-LEMMA_INTERRUPT = False
-
+from ..settings import TheorySettings
+from .theory_lp import TheoryLP
 
 @dataclass
 class Snapshot:
@@ -85,8 +59,10 @@ class Snapshot:
     beta: np.ndarray | None = None    # ... and multipliers: the children's warm start
 
 
-class ReluTheory:
-    """Trail, levels, bound snapshots, implied literals, reasons, conflicts and model checks.
+class ReluTheory(TheoryLP):
+    """Trail, levels, bound snapshots, implied literals, reasons and conflicts; the LPs (node
+    relaxations, complete assignments) and the counterexamples they lead to come from
+    :class:`~dpllnn.search.theory_lp.TheoryLP`.
 
     Parameters
     ----------
@@ -100,18 +76,15 @@ class ReluTheory:
     root : LayerBounds or None -- root bounds (no phases), used as the first snapshot
     stats : dict
     method : str -- bound method for propagation (``"crown"`` or ``"ibp"``)
+    lp_unstable : int -- relaxation LP at nodes with at most this many free unstable neurons
+        (-1: never)
+    settings : TheorySettings, optional -- LP limits, PGD share, polling (default: the defaults)
     """
 
-    #: beta-CROWN steps at the nodes of a dense chain (0: none; graphs always use 8).  Off: the
-    #: dense search runs the triangle-relaxation LP at every node, which beta-CROWN can at best
-    #: match (same relaxation, inherited bounds).  Measured (1 worker, 60 s, mnist_fc, loaded
-    #: machine; 0 -> 8 steps): 256x2 prop_10_0.05 unsat 7.4 -> 9.8 s (82 nodes both); 256x4
-    #: prop_3_0.05 8.3 -> 8.1 s; 256x4 prop_11_0.05 timeout both, 242 -> 109 nodes (beta refuted
-    #: 145 disjuncts the LP would have); 256x6 prop_3_0.05 timeout both, 403 -> 288 nodes
-    beta_iters_dense = 0
-
     def __init__(self, network, spec, case_index, open_disjuncts, packed, sel_vars, deadline,
-                 root=None, stats=None, method="crown", lp_unstable=-1):
+                 root=None, stats=None, method="crown", lp_unstable=-1,
+                 settings: TheorySettings | None = None):
+        self.cfg = cfg = settings or TheorySettings()
         self.network = network
         self.spec = spec
         self.case = spec.cases[case_index]
@@ -150,7 +123,7 @@ class ReluTheory:
         #: relaxation LPs on a background thread when a core is spare (AsyncRelaxationLP), or None
         self.async_lp = None
         self.t_lp_async = 0.0
-        #: ``time.monotonic()`` of the first node offered to the background LP (ASYNC_LP_SHARE),
+        #: ``time.monotonic()`` of the first node offered to the background LP (``async_lp_share``),
         #: or None
         self.t_async0 = None
         self.n_lp_jobs = 0
@@ -180,9 +153,9 @@ class ReluTheory:
         #: node's hidden-layer CROWN pass costs ~100x its objective pass (resnet_2b: ~1 s vs
         #: 0.012 s), so the search sees far more nodes for the implications it gives up
         self.objective_only = bool(getattr(packed, "is_graph", False))
-        #: beta-CROWN steps on a node's objective when CROWN does not refute it (objective-only
-        #: nodes; warm-started from the parent snapshot's slopes and multipliers); 0: none
-        self.beta_iters = 8 if self.objective_only else self.beta_iters_dense
+        #: beta-CROWN steps on a node's objective when CROWN does not refute it (warm-started from
+        #: the parent snapshot's slopes and multipliers); 0: none
+        self.beta_iters = cfg.beta_iters_graph if self.objective_only else cfg.beta_iters_dense
         #: dense chains run beta-CROWN on their lowered graph, with the dense node bounds
         self._beta_gp = None
         if self.beta_iters and not self.objective_only:
@@ -193,9 +166,9 @@ class ReluTheory:
         self.n_beta_refuted = 0
         #: relaxation LP limits: simplex iterations per LP (deterministic: this, not the clock,
         #: decides when an LP is too slow and the LP gate narrows), and a time limit as a backstop
-        self.lp_iterations = LP_ITERATIONS
-        self.lp_time_limit_s = LP_TIME_LIMIT_S
-        #: replay relaxation optima (and PGD from them within PGD_SHARE of the time)
+        self.lp_iterations = cfg.lp_iterations
+        self.lp_time_limit_s = cfg.lp_time_limit_s
+        #: replay relaxation optima (and PGD from them within ``cfg.pgd_share`` of the time)
         self.lp_attack = True
         self.t_attack = 0.0
         self.t0 = time.monotonic()
@@ -205,9 +178,9 @@ class ReluTheory:
         self.root_infeasible = False
         #: parallel search: ``poll()`` -> list of lemma clauses from other workers (each valid
         #: for the whole case: the negated phases of a cube another worker proved), or None when
-        #: the case is already settled elsewhere; called at most every ``POLL_S`` seconds from
+        #: the case is already settled elsewhere; called at most every ``cfg.poll_s`` seconds from
         #: ``propagate``.  The driver adds lemmas at level 0 after the solver's current call (the
-        #: next restart; with ``LEMMA_INTERRUPT`` the solver is stopped for them at once,
+        #: next restart; with ``cfg.lemma_interrupt`` the solver is stopped for them at once,
         #: ``lemma_stop``); None stops the search for good (``cancelled``).
         self.poll = None
         self.lemmas_in: list[list[int]] = []
@@ -369,13 +342,13 @@ class ReluTheory:
         t = time.monotonic()
         if t < self._next_poll:
             return False
-        self._next_poll = t + POLL_S
+        self._next_poll = t + self.cfg.poll_s
         got = self.poll()
         if got is None:
             self.cancelled = self.stop = True
         elif got:
             self.lemmas_in.extend(got)
-            if LEMMA_INTERRUPT:
+            if self.cfg.lemma_interrupt:
                 self.lemma_stop = self.stop = True
         return self.stop
 
@@ -454,108 +427,6 @@ class ReluTheory:
             self._relaxation_lp(base)
         return self._consequences(base)
 
-    def _relaxation_lp(self, snap):
-        """Refute open disjuncts with the triangle-relaxation LP when few neurons are unstable.
-
-        With a spare core (``lent_threads() >= 2``) and ``async_lp`` set, the LP runs on its
-        background thread (``dpllnn.search.asynclp``) and its refutations come back as clauses
-        (:meth:`_collect_lp`); a node whose LP would wait for the thread gets none, and so does
-        every node while the thread's LP time exceeds ``ASYNC_LP_SHARE`` of the wall time."""
-        if self.llp is None:
-            return
-        lbd = snap.lbd
-        n_free_unst = int(np.count_nonzero((self.phase == 0) & (lbd.lb < 0.0) & (lbd.ub > 0.0)))
-        if n_free_unst > self.lp_unstable:
-            return
-        if self.async_lp is not None and lent_threads() >= 2:
-            if self.async_lp.busy():
-                return
-            now = time.monotonic()
-            if self.t_async0 is None:
-                self.t_async0 = now
-            elif self.t_lp_async > ASYNC_LP_SHARE * (now - self.t_async0):
-                return
-            snap.lp_done = True
-            todo = self._lp_todo(snap)
-            if todo:
-                job = LPJob(self.phase.copy(), lbd.lb.copy(), lbd.ub.copy(),
-                            [(i, (self.rows[i], self.rows[i + 1])) for i in todo],
-                            self.lp_time_limit_s, self.deadline, self.lp_stop_first,
-                            max_iterations=self.lp_iterations)
-                job.neg = self._neg_assigned()
-                self.async_lp.submit(job)
-                self.n_lp_jobs += 1
-            return
-        snap.lp_done = True
-        for i in self._lp_todo(snap):
-            if time.monotonic() >= self.deadline:
-                return
-            t = time.monotonic()
-            limit = min(self.lp_time_limit_s, self.deadline - time.monotonic())
-            st, xr, limited = refute_lp(self.llp, self.llp_lock, self.phase, lbd.lb, lbd.ub,
-                                        (self.rows[i], self.rows[i + 1]), limit,
-                                        self.lp_iterations)
-            ok = st == "infeasible"
-            if not ok and xr is not None and self.lp_attack:
-                self.t_lp += time.monotonic() - t
-                self._attack_from(xr, self.disj[i])
-                if self.cex is not None:
-                    return
-                t = time.monotonic()
-            self.t_lp += time.monotonic() - t
-            self.n_lp += 1
-            if not ok and self._lp_too_slow(limited):
-                return
-            if ok:
-                snap.refuted[i] = True
-                self.n_lp_refuted += 1
-            elif self.lp_stop_first:
-                return
-
-    def _lp_todo(self, snap):
-        """Disjuncts to try at ``snap``: open and not deselected; the selected ones first (a
-        refutation is a conflict), then the hardest by the objective bound (the node stays open
-        as soon as one disjunct survives the LP)."""
-        todo = [i for i in range(len(self.disj)) if not snap.refuted[i] and self.sel_val[i] != -1]
-        lo = snap.obj_lower
-        todo.sort(key=lambda i: (-int(self.sel_val[i]),
-                                 float(np.max(lo[self.rows[i]:self.rows[i + 1]]))))
-        return todo
-
-    def _lp_too_slow(self, limited):
-        """Count an LP stopped by its limit (``limited``: ``lp_iterations`` simplex iterations,
-        or the time limit); after three, narrow the LP to small nodes (at most 12 free unstable
-        neurons), then switch it off.  True when the LP was narrowed."""
-        if not limited:
-            return False
-        self.lp_slow += 1
-        if self.lp_slow >= 3:
-            self.lp_slow = 0
-            self.lp_unstable = 12 if self.lp_unstable > 12 else -1
-            return True
-        return False
-
-    def _collect_lp(self):
-        """Take the background LP's finished jobs: each refutation becomes the clause
-        ``-sel`` or not all of the job's phases (pending, for the solver); each LP optimum a
-        candidate (``_attack_from``).  When the thread failed: ``lp_error`` set and the solver
-        stopped (the driver raises; an exception inside a solver callback would not reach it)."""
-        for job in self.async_lp.finished():
-            if job.error is not None:
-                self.lp_error = f"relaxation LP thread: {job.error}"
-                self.incomplete = self.stop = True
-                return
-            for i, st, x, dt, limited in job.out:
-                self.t_lp_async += dt
-                self.n_lp += 1
-                if st == "infeasible":
-                    self.n_lp_refuted += 1
-                    self.pending.append([-self.sel_vars[i]] + job.neg)
-                    continue
-                self._lp_too_slow(limited)
-                if x is not None and self.lp_attack and self.cex is None:
-                    self._attack_from(x, self.disj[i])
-
     def _conflict_neuron(self, c):
         """Neuron ``c`` has a phase its layer's bounds (from earlier layers) exclude."""
         k = int(self.layer_of[c])
@@ -605,79 +476,3 @@ class ReluTheory:
                     return [lit]
                 out.append(lit)
         return out
-
-    # ---- complete assignments ------------------------------------------------------------------
-    def check_model(self, model):
-        """Decide the cell of a complete assignment with the LP; False with clauses if rejected."""
-        if self.stop or self._time_up():
-            return False
-        n = self.n
-        ph = np.empty(n, dtype=np.int8)
-        val = {abs(int(l)): int(l) > 0 for l in model}
-        for j in range(n):
-            ph[j] = 1 if val.get(j + 1, False) else -1
-        sel = [i for i, v in enumerate(self.sel_vars) if val.get(v, False)]
-        neg = (-(np.arange(n) + 1) * ph).tolist()
-        ok_to_block = True
-        for i in sel:
-            dj = self.disj[i]
-            t = time.monotonic()
-            LU = self._bounds_for(ph) if self.llp is not None else None
-            if LU is None:                  # no LP to decide the cell: blocked without proof
-                st, x = "unknown", None
-            else:
-                with self.llp_lock:         # the background LP thread shares llp
-                    self.llp.set_time_limit(max(self.deadline - time.monotonic(), 0.01))
-                    st, x = self.llp.solve(ph, LU[0], LU[1], (self.rows[i], self.rows[i + 1]))
-            self.t_lp += time.monotonic() - t
-            self.n_lp += 1
-            if st == "feasible" or (st == "unknown" and x is not None):
-                cex = self._validate(x, dj)
-                if cex is not None:
-                    self.cex = cex
-                    self.stop = True
-                    return False
-                if st == "feasible":
-                    self.x_ref = x
-            if st != "infeasible":
-                ok_to_block = False
-            self.pending.append([-self.sel_vars[i]] + neg)
-            self.n_blocked += 1
-        if not ok_to_block:
-            self.incomplete = True
-        if not sel:     # cannot happen (some selector is true), but never accept silently
-            self.pending.append(neg)
-            self.incomplete = True
-        return False
-
-    def _attack_from(self, x, dj):
-        """A relaxation optimum as a candidate: replay it (cheap); PGD from it within a time share."""
-        t = time.monotonic()
-        if dj.margin(self.network.forward(x)) <= 0.0 or \
-                self.t_attack < PGD_SHARE * (t - self.t0):
-            cex = self._validate(x, dj)
-            if cex is not None:
-                self.cex = cex
-                self.stop = True
-        self.t_attack += time.monotonic() - t
-
-    def _bounds_for(self, ph):
-        """Pre-activation bounds of the top snapshot whose phases ``ph`` extends."""
-        for sn in reversed(self.snaps):
-            sp = sn.phase
-            if np.all((sp == 0) | (sp == ph)):
-                return sn.lbd.lb, sn.lbd.ub
-        return None          # cannot happen (the root snapshot holds only fixed phases)
-
-    def _validate(self, x, dj):
-        from ..attack import falsify_box, snap_float32, validate_candidate
-
-        cex = validate_candidate(self.network, self.spec, x, self.lb, self.ub)
-        if cex is None:
-            xb, mb = falsify_box(self.network, self.lb, self.ub, dj.C, dj.d, seed=len(self.candidates),
-                                 steps=30, restarts=4, x0=x[None, :], deadline=self.deadline)
-            self.candidates.append(xb)
-            if mb <= 0:
-                cex = check_counterexample(self.network, self.spec,
-                                           snap_float32(xb, self.lb, self.ub))
-        return cex

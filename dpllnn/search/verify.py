@@ -34,16 +34,9 @@ from ..errors import DeadlineReached
 from ..network import Network
 from .. import limits
 from ..result import Result, Verdict
+from ..settings import DEFAULT, PARALLEL_SCHEMES, SearchSettings
 from ..spec import Spec
 from .dispatch import search_case_dispatch
-
-#: inputs at or below this count use input splitting in ``mode="auto"``
-INPUTSPLIT_MAX_INPUTS = 20
-#: CDCL: seconds of the up-front attack before the root alpha-CROWN bounds (the rest after them).
-#: Instances that alpha-CROWN proves at the root used to wait for the whole attack budget first
-#: (1.5 s of a 120 s limit with 2 workers).
-FIRST_ATTACK_S = 0.3
-
 
 def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate_iters=0,
                 base=None, deadline=None):
@@ -97,7 +90,10 @@ def attack_starts(packed, case, open_idx, lbd):
     return out
 
 
-def choose_mode(network: Network, mode: str) -> str:
+def choose_mode(network: Network, mode: str,
+                max_inputs: int = DEFAULT.inputsplit_max_inputs) -> str:
+    """The search mode for ``mode`` ("auto", "inputsplit" or "cdcl"): "auto" takes input
+    splitting for at most ``max_inputs`` inputs (``SearchSettings.inputsplit_max_inputs``)."""
     if getattr(network, "is_graph", False):
         # input splitting runs the dense batch kernels; a graph is searched over its phases
         if mode == "inputsplit":
@@ -106,7 +102,7 @@ def choose_mode(network: Network, mode: str) -> str:
                              "is a graph (conv / residual)")
         return "cdcl"
     if mode == "auto":
-        return "inputsplit" if network.n_inputs <= INPUTSPLIT_MAX_INPUTS else "cdcl"
+        return "inputsplit" if network.n_inputs <= max_inputs else "cdcl"
     if mode not in ("inputsplit", "cdcl"):
         raise ValueError(f"unknown mode {mode!r}")
     return mode
@@ -141,7 +137,7 @@ def verify(network: Network, spec: Spec, *, memory_limit_mb: float | None = None
 
 def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int = 0,
            workers: int | None = None, mode: str = "auto", falsify_s: float | None = None,
-           parallel: str | None = None) -> Result:
+           parallel: str | None = None, settings: SearchSettings | None = None) -> Result:
     """Decide ``spec`` on ``network``.
 
     Parameters
@@ -153,23 +149,25 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     workers : int or None -- parallel worker processes (None: all cores); see
         :mod:`dpllnn.search.portfolio`
     mode : {"auto", "inputsplit", "cdcl"} -- search strategy (auto: input splitting for
-        at most ``INPUTSPLIT_MAX_INPUTS`` inputs, CDCL otherwise)
+        at most ``settings.inputsplit_max_inputs`` inputs, CDCL otherwise)
     falsify_s : float or None -- falsification budget before the search (default: a few
         percent of the timeout, 0.3 to 3 s)
     parallel : {"hybrid", "portfolio", "cubes"} or None -- how CDCL workers share a case (None:
-        :data:`dpllnn.search.portfolio.CDCL_PARALLEL`)
+        ``settings.parallel.scheme``)
+    settings : SearchSettings or None -- the tuning of every search module (None:
+        :data:`dpllnn.settings.DEFAULT`); passed down to the searches and the worker processes
 
     Returns
     -------
     Result -- ``sat`` only with a counterexample validated by float64 and onnxruntime;
     ``unsat`` only when every case and disjunct is refuted by sound bounds or search.
     """
-    from .portfolio import SCHEMES
-    if parallel is not None and parallel not in SCHEMES:
+    if parallel is not None and parallel not in PARALLEL_SCHEMES:
         raise ValueError(f"unknown parallel CDCL scheme {parallel!r}")
+    settings = settings or DEFAULT
     t0 = time.monotonic()
     deadline = t0 + float(timeout_s)
-    chosen = choose_mode(network, mode)
+    chosen = choose_mode(network, mode, settings.inputsplit_max_inputs)
     is_graph = bool(getattr(network, "is_graph", False))
     stats: dict = {"mode": chosen, "cases": len(spec.cases), "disjuncts": spec.n_disjuncts}
 
@@ -230,8 +228,8 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     # CDCL: a short attack first (it finds most counterexamples), then alpha-CROWN at the root
     # (it proves many properties CROWN leaves open: the rest of the attack budget would only
     # delay them), then the rest of the attack on what is still open
-    first = falsify_s - later if chosen != "cdcl" or is_graph else \
-        min(FIRST_ATTACK_S, falsify_s - later)
+    first = (falsify_s - later if chosen != "cdcl" else
+             min(settings.first_attack_s, falsify_s - later))
     cex = None
     if first > 0:
         cex = falsify(network, spec, time_limit_s=first, seed=seed, deadline=deadline,
@@ -249,7 +247,8 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
             beside = _AttackBeside(network, spec, rest, seed + 7919, deadline)
         try:
             t = time.monotonic()
-            _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats)
+            _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats,
+                        settings.cdcl.root_intermediate_iters)
             stats["root_bounds_s"] += time.monotonic() - t
             if not any(open_per_case[ci] for ci in live):
                 stats["root_refuted"] = spec.n_disjuncts
@@ -282,7 +281,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
         return search_parallel(network, spec, todo, open_per_case, chosen=chosen,
                                falsify_task=(later, starts) if later > 0 else None,
                                deadline=deadline, seed=seed, workers=workers, stats=stats,
-                               done=done, roots=roots, parallel=parallel)
+                               done=done, roots=roots, parallel=parallel, settings=settings)
     # Several cases: the first pass gives each case an equal share of the remaining time (so a
     # counterexample in a later case is not starved by a hard first case); a second pass gives
     # the cases that ran out of their share all the time that is left.
@@ -296,7 +295,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
             share = deadline if final else now + (deadline - now) / (len(pending) - k)
             v, cex = search_case_dispatch(chosen, network, spec, ci, open_per_case[ci],
                                           packed=packed, deadline=share, seed=seed, stats=stats,
-                                          root=roots[ci])
+                                          root=roots[ci], settings=settings)
             if v is Verdict.SAT:
                 return done(Verdict.SAT, cex, f"{chosen} search")
             verdicts[ci] = v
@@ -316,12 +315,12 @@ class _AttackBeside:
     terminates and joins the process (always called: no orphan)."""
 
     def __init__(self, network, spec, budget_s, seed, deadline):
-        from .portfolio import _attack_process, _context
-        ctx = _context()
+        from .workers import attack_process, context
+        ctx = context()
         self.network, self.spec = network, spec
         self.until = time.monotonic() + float(budget_s) + 1.0
         self.q = ctx.Queue()
-        self.p = ctx.Process(target=_attack_process,
+        self.p = ctx.Process(target=attack_process,
                              args=(network, spec, float(budget_s), seed, deadline, self.q),
                              daemon=True)
         self.p.start()
@@ -339,16 +338,16 @@ class _AttackBeside:
         return None if x is None else check_counterexample(self.network, self.spec, x)
 
     def stop(self):
-        from .portfolio import stop_processes
+        from .workers import stop_processes
         stop_processes([self.p])
         self.q.cancel_join_thread()
 
 
-def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats):
+def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats, intermediate_iters):
     """alpha-CROWN (objective and hidden layers) at the root of every live case with open
     disjuncts: refutes more disjuncts (``open_per_case`` updated) and leaves the tighter bounds
-    in ``roots`` for the CDCL search to start from."""
-    from .cdcl import ROOT_INTERMEDIATE_ITERS
+    in ``roots`` for the CDCL search to start from (``intermediate_iters`` alpha-CROWN steps
+    per hidden layer: ``CdclSettings.root_intermediate_iters``)."""
     for ci in live:
         still, case = open_per_case[ci], spec.cases[ci]
         if still and time.monotonic() < deadline:
@@ -356,7 +355,7 @@ def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats):
             still2, lbd2 = root_refute(packed, case, still, "alpha",
                                        base=root if root is not None and root.method == "crown"
                                        and not root.infeasible else None,
-                                       intermediate_iters=ROOT_INTERMEDIATE_ITERS,
+                                       intermediate_iters=intermediate_iters,
                                        deadline=deadline)
             if len(still2) < len(still):
                 stats["alpha_refuted"] = stats.get("alpha_refuted", 0) + len(still) - len(still2)
