@@ -64,7 +64,7 @@ import time
 
 import numpy as np
 
-from dpllnn.io.onnx_import import load_onnx
+from dpllnn.io.onnx_load import load_onnx
 from dpllnn.io.vnnlib import parse_vnnlib
 from dpllnn.reduce.equiv import check_equivalence
 from dpllnn.reduce.prune import prune_network

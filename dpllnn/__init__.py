@@ -33,7 +33,7 @@ __all__ = ["verify", "load_network", "load_spec", "Result", "Verdict", "Countere
 
 def load_network(path):
     """Load an ONNX file into a :class:`dpllnn.network.Network` (see ``dpllnn.io.onnx_import``)."""
-    from .io.onnx_import import load_onnx
+    from .io.onnx_load import load_onnx
     return load_onnx(path)
 
 

@@ -83,7 +83,7 @@ def bind_models(query: Query, mapping: dict) -> dict:
         ``equal-to`` network (unnecessary), an element type or shape that differs from the
         declaration; OnnxError / UnsupportedOperator from loading a model
     """
-    from .io.onnx_import import load_onnx
+    from .io.onnx_load import load_onnx
 
     names = [n.name for n in query.networks]
     for name in mapping:

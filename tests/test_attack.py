@@ -135,10 +135,10 @@ def test_falsify_agrees_with_exhaustive_oracle():
 
 
 def test_falsify_acasxu_prop2(bench_root):
-    onnx_import = pytest.importorskip("dpllnn.io.onnx_import")
+    onnx_load = pytest.importorskip("dpllnn.io.onnx_load")
     vnnlib = pytest.importorskip("dpllnn.io.vnnlib")
     folder = bench_root / "vnncomp2021" / "acasxu"
-    net = onnx_import.load_onnx(folder / "ACASXU_run2a_1_2_batch_2000.onnx")
+    net = onnx_load.load_onnx(folder / "ACASXU_run2a_1_2_batch_2000.onnx")
     spec = vnnlib.parse_vnnlib(folder / "prop_2.vnnlib")
     cex = falsify(net, spec, time_limit_s=10.0, seed=0)
     assert cex is not None

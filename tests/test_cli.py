@@ -46,7 +46,7 @@ def test_verify_sat_json_and_results_file(tmp_path):
     verdict, fx, fy = read_results_file(out)
     assert verdict == "sat" and np.array_equal(fx, x) and fy.shape == (10,)
     # the witness is really a counterexample: revalidate it from the file alone
-    from dpllnn.io.onnx_import import load_onnx
+    from dpllnn.io.onnx_load import load_onnx
     from dpllnn.io.vnnlib import parse_vnnlib
     from dpllnn.validate import check_counterexample
     net = load_onnx(NET)

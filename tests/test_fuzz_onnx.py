@@ -21,7 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dpllnn.errors import DpllnnError
 from dpllnn.io.onnx_export import to_onnx
-from dpllnn.io.onnx_import import load_onnx, network_from_model
+from dpllnn.io.onnx_load import load_onnx
+from dpllnn.io.onnx_import import network_from_model
 from dpllnn.network import Affine, Network
 
 REPO = Path(__file__).resolve().parent.parent

@@ -101,7 +101,7 @@ _ONNX_BUILDERS = [
 
 
 def onnx_graph(rng):
-    from dpllnn.io.onnx_import import network_or_graph
+    from dpllnn.io.onnx_load import network_or_graph
     m = _ONNX_BUILDERS[int(rng.integers(0, len(_ONNX_BUILDERS)))](rng)
     g = network_or_graph(m, "test")
     assert isinstance(g, Graph)
@@ -322,7 +322,7 @@ _CHAINS = {
 
 @pytest.mark.parametrize("name", sorted(_CHAINS))
 def test_lowered_cnn_agrees(name):
-    from dpllnn.io.onnx_import import network_or_graph
+    from dpllnn.io.onnx_load import network_or_graph
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     g = network_or_graph(_CHAINS[name](rng), name)
     net = network_from_graph(g)
@@ -381,7 +381,7 @@ def _lowered_agree(gp, a, b, meth, tol=1e-8):
 
 def test_network_from_graph_rejects_dag():
     rng = np.random.default_rng(1)
-    from dpllnn.io.onnx_import import network_or_graph
+    from dpllnn.io.onnx_load import network_or_graph
     g = network_or_graph(gm.resnet(rng, in_shape=(1, 3, 3), width=2, blocks=1), "r")
     with pytest.raises(ValueError):
         network_from_graph(g)

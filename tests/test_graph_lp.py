@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dpllnn.bounds import compute_bounds, pack
-from dpllnn.io.onnx_import import network_or_graph
+from dpllnn.io.onnx_load import network_or_graph
 from dpllnn.lp.graph_lp import GraphLP, graph_lp_columns
 from dpllnn.lp import LayeredLP
 from dpllnn.model.lower import network_from_graph

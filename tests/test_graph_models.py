@@ -55,7 +55,7 @@ def test_deterministic():
 
 def test_empty_batch_forward_and_backward():
     """A batch of zero points (the attack may pass one) gives empty outputs and gradients."""
-    from dpllnn.io.onnx_import import network_or_graph
+    from dpllnn.io.onnx_load import network_or_graph
     name, model = next((n, m) for n, m in MODELS if n.startswith("resnet"))
     g = network_or_graph(model, name)
     X = np.zeros((0, g.n_inputs))

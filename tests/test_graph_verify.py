@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dpllnn
-from dpllnn.io.onnx_import import network_or_graph
+from dpllnn.io.onnx_load import network_or_graph
 from dpllnn.model.graph import Graph
 from dpllnn.model.lower import network_from_graph
 from dpllnn.result import Verdict
@@ -156,7 +156,7 @@ def test_verivital_avgpool_sample(prop, expected):
     if root is None:
         pytest.skip("shared VNN-COMP benchmarks not found (set DPLLNN_BENCHMARKS or put ../shared "
                     "beside the repo)")
-    from dpllnn.io.onnx_import import load_onnx
+    from dpllnn.io.onnx_load import load_onnx
     from dpllnn.io.vnnlib import parse_vnnlib
     from dpllnn.search.verify import verify
 

@@ -13,7 +13,7 @@ import pytest
 from dpllnn.bench.reference import Reference, RefEntry
 from dpllnn.cli import main
 from dpllnn.io.gz import load_model, load_vnnlib, read_bytes
-from dpllnn.io.onnx_import import load_onnx
+from dpllnn.io.onnx_load import load_onnx
 from dpllnn.io.vnnlib import parse_vnnlib
 
 EX = Path(__file__).resolve().parent.parent / "dpllnn" / "examples"

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import all_onnx, benchmarks_root
 from dpllnn.io.onnx_export import IR_VERSION, OPSET, to_onnx
-from dpllnn.io.onnx_import import load_onnx
+from dpllnn.io.onnx_load import load_onnx
 from dpllnn.network import Affine, Network
 from dpllnn.validate import onnxruntime_forward
 

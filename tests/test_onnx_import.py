@@ -8,7 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import all_onnx, benchmarks_root
 from dpllnn.errors import OnnxError, UnsupportedOperator
-from dpllnn.io.onnx_import import load_onnx, network_from_model
+from dpllnn.io.onnx_load import load_onnx
+from dpllnn.io.onnx_import import network_from_model
 from dpllnn.validate import onnxruntime_forward
 
 _ROOT = benchmarks_root()

@@ -328,7 +328,7 @@ def onnx_net(tmp_path):
 
 
 def test_cli_prune_equiv_slice(onnx_net, tmp_path, capsys):
-    from dpllnn.io.onnx_import import load_onnx
+    from dpllnn.io.onnx_load import load_onnx
     net, path, box = onnx_net
     out, cert = str(tmp_path / "small.onnx"), str(tmp_path / "cert.json")
     assert _run(["prune", path, "--region", box, "-o", out, "--certificate", cert,
@@ -350,7 +350,7 @@ def test_cli_prune_equiv_slice(onnx_net, tmp_path, capsys):
 
 
 def test_cli_refine_options(onnx_net, tmp_path, capsys):
-    from dpllnn.io.onnx_import import load_onnx
+    from dpllnn.io.onnx_load import load_onnx
     net, path, box = onnx_net
     out = str(tmp_path / "small.onnx")
     assert _run(["prune", path, "--region", box, "-o", out, "--refine", "8", "--budget", "0",

@@ -11,7 +11,7 @@ import pytest
 
 from dpllnn.cli import main
 from dpllnn.io.onnx_export import to_onnx
-from dpllnn.io.onnx_import import load_onnx
+from dpllnn.io.onnx_load import load_onnx
 from dpllnn.network import Affine, Network
 from dpllnn.reduce.equiv import check_equivalence
 from dpllnn.reduce.export import interface_of

@@ -371,7 +371,7 @@ def run_peer(template, onnx_path, spec_path, timeout):
 def run_instance(index: int, seed: int, family: str, modes, timeout: float, max_relus: int,
                  keep_dir: str, slack: float = 3.0, peer_template=None, falsify_s=None):
     from dpllnn import verify
-    from dpllnn.io.onnx_import import load_onnx
+    from dpllnn.io.onnx_load import load_onnx
     from dpllnn.io.vnnlib import parse_vnnlib
 
     rng = np.random.default_rng([seed, index])

@@ -54,9 +54,13 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
     LayerBounds
     """
     if getattr(packed, "is_graph", False):
+        if method == "alpha":
+            from .graph.alpha import graph_alpha_crown
+            return graph_alpha_crown(packed, lb, ub, phase, C, d, start_layer=start_layer,
+                                     prev=prev, outer=outer, **alpha_kw)
         from .graph.api import graph_bounds
         return graph_bounds(packed, lb, ub, phase, method, start_layer, prev, C=C, d=d,
-                            outer=outer, **alpha_kw)
+                            outer=outer, deadline=alpha_kw.get("deadline"))
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; choose from {METHODS}")
     if method == "alpha":

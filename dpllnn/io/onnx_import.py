@@ -15,19 +15,16 @@ leading dimension is taken as a batch of 1).
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from ..errors import OnnxError, UnsupportedOperator
 from ..network import Affine, Network
-from .gz import GzipError, load_model
 
-__all__ = ["load_onnx", "network_from_model", "SUPPORTED_OPS"]
+__all__ = ["network_from_model", "SUPPORTED_OPS"]
 
 
 @dataclass
@@ -491,53 +488,3 @@ def network_from_model(model: onnx.ModelProto, path: str) -> Network:
                    output_shape=oshape, source=path, input_name=inp.name, output_name=out_name,
                    meta={"onnx_input_dims": dims, "ir_version": int(model.ir_version),
                          "opset": int(opset)})
-
-
-def load_onnx(path) -> Network:
-    """Load an ONNX file as a canonical :class:`Network` in float64.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The ``.onnx`` file.
-
-    Returns
-    -------
-    Network
-        See :func:`network_from_model`; ``source`` is ``str(path)``.
-
-    Raises
-    ------
-    OnnxError
-        Missing, unreadable, empty or undecodable file, or a malformed graph.
-    UnsupportedOperator
-        An operator that is not affine, ReLU or shape-only (e.g. Conv, Sigmoid, MaxPool).
-    """
-    path = str(path)
-    if not os.path.exists(path):
-        raise OnnxError(path, "file not found")
-    if os.path.isdir(path):
-        raise OnnxError(path, "is a directory, not an ONNX file")
-    if os.path.getsize(path) == 0:
-        raise OnnxError(path, "empty file")
-    try:
-        model = load_model(path)          # also .onnx.gz
-    except GzipError as e:
-        raise OnnxError(path, str(e)) from None
-    except DecodeError as e:
-        raise OnnxError(path, f"not a valid ONNX protobuf ({e})") from None
-    except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as e:
-        raise OnnxError(path, f"cannot load ONNX model: {str(e).splitlines()[0]}") from None
-    return network_or_graph(model, path)
-
-
-def network_or_graph(model: onnx.ModelProto, path: str):
-    """A chain of dense layers as a :class:`Network` (the packed fast path), anything else the
-    graph importer takes as a :class:`dpllnn.model.graph.Graph`.
-
-    Raises UnsupportedOperator / OnnxError as :func:`dpllnn.io.onnx_graph.graph_from_model`."""
-    try:
-        return network_from_model(model, path)
-    except UnsupportedOperator:
-        from .onnx_graph import graph_from_model
-        return graph_from_model(model, path)

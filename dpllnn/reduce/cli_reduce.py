@@ -90,7 +90,7 @@ def add_reduce_parsers(subparsers) -> None:
 
 def _load_net(path):
     from ..errors import OnnxError
-    from ..io.onnx_import import load_onnx
+    from ..io.onnx_load import load_onnx
     net = load_onnx(path)
     if getattr(net, "is_graph", False):
         # the reductions rewrite dense layers (fold / lump / slice); a graph has none to rewrite

@@ -63,7 +63,7 @@ def write_like(network: Network, source: Interface, path, dtype: str | None = No
     type ``dtype`` (default: the source's), and return the network read back from that file:
     the weights as written, on which any equivalence proof has to be made."""
     from ..io.onnx_export import to_onnx
-    from ..io.onnx_import import load_onnx
+    from ..io.onnx_load import load_onnx
     to_onnx(network, path, dtype=dtype or source.dtype, input_name=source.input_name,
             output_name=source.output_name, input_dims=list(source.input_dims),
             output_dims=list(source.output_dims))

@@ -154,7 +154,7 @@ class SliceFamily:
 
     def network(self, i: int) -> Network:
         if i not in self._nets:
-            from ..io.onnx_import import load_onnx
+            from ..io.onnx_load import load_onnx
             self._nets[i] = load_onnx(os.path.join(self.directory, self.regions[i]["onnx"]))
         return self._nets[i]
 

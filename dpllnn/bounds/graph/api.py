@@ -46,13 +46,14 @@ def _crown_rows(st, v, rows, shape):
 
 def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
                  start_layer: int = 0, prev: LayerBounds | None = None, C=None, d=None,
-                 outer: LayerBounds | None = None, deadline: float | None = None,
-                 **alpha_kw) -> LayerBounds:
+                 outer: LayerBounds | None = None,
+                 deadline: float | None = None) -> LayerBounds:
     """Sound bounds on every ReLU pre-activation and output of a graph (module docstring).
 
     Parameters and result as for :func:`dpllnn.bounds.compute_bounds` (``method`` in ``ibp``,
-    ``crown``, ``alpha``; ``symbolic`` is computed as ``crown``); the result's ``sweep`` holds
-    the bounds of every node for later objective passes.
+    ``crown``; ``symbolic`` is computed as ``crown``; alpha-CROWN is
+    :func:`dpllnn.bounds.graph.alpha.graph_alpha_crown`, which starts from these bounds); the
+    result's ``sweep`` holds the bounds of every node for later objective passes.
 
     ``deadline`` (``time.monotonic()``, optional): checked before each node's CROWN rows.
 
@@ -61,10 +62,6 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
     ValueError -- bad shapes, a non-finite box, ``start_layer > 0`` without ``prev``
     DeadlineReached -- past ``deadline``
     """
-    if method == "alpha":
-        from .alpha import graph_alpha_crown
-        return graph_alpha_crown(gp, lb, ub, phase, C, d, start_layer=start_layer, prev=prev,
-                                 outer=outer, deadline=deadline, **alpha_kw)
     if method not in ("ibp", "crown", "symbolic"):
         raise ValueError(f"unknown bound method {method!r}")
     use_crown = method != "ibp"
