@@ -39,7 +39,7 @@ def load_network(path):
 
 def load_spec(path, n_inputs=None, n_outputs=None):
     """Parse a VNN-LIB 1.0 file into a :class:`dpllnn.spec.Spec` (see ``dpllnn.io.vnnlib``)."""
-    from .io.gz import load_vnnlib as parse_vnnlib   # also .vnnlib.gz
+    from .io.vnnlib import parse_vnnlib   # also .vnnlib.gz
     return parse_vnnlib(path, n_inputs=n_inputs, n_outputs=n_outputs)
 
 

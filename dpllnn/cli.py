@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args, need_spec=True):
     from .io.onnx_load import load_onnx
-    from .io.gz import load_vnnlib as parse_vnnlib   # also .vnnlib.gz
+    from .io.vnnlib import parse_vnnlib   # also .vnnlib.gz
 
     net = load_onnx(args.network)
     spec = None

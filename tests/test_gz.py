@@ -12,7 +12,7 @@ import pytest
 
 from dpllnn.bench.reference import Reference, RefEntry
 from dpllnn.cli import main
-from dpllnn.io.gz import load_model, load_vnnlib, read_bytes
+from dpllnn.io.gz import load_model, read_bytes
 from dpllnn.io.onnx_load import load_onnx
 from dpllnn.io.vnnlib import parse_vnnlib
 
@@ -40,7 +40,7 @@ def test_loaders_read_gz_like_the_plain_files(tmp_path):
     for la, lb in zip(a.affines, b.affines):
         np.testing.assert_array_equal(la.W, lb.W)
         np.testing.assert_array_equal(la.b, lb.b)
-    s, t = parse_vnnlib(ROBUST), load_vnnlib(_gz(ROBUST, tmp_path))
+    s, t = parse_vnnlib(ROBUST), parse_vnnlib(_gz(ROBUST, tmp_path))
     assert len(s.cases) == len(t.cases) and s.n_disjuncts == t.n_disjuncts
     for c, d in zip(s.cases, t.cases):
         np.testing.assert_array_equal(c.lb, d.lb)

@@ -3,7 +3,7 @@
 The VNN-COMP benchmark repositories store networks and properties gzipped; every place that takes
 a network or property path (``verify``, ``info``, ``bounds``, ``prune``/``slice``/``equiv``,
 ``bench``, the VNN-COMP scripts, the onnxruntime replay) goes through :func:`read_bytes` or
-:func:`load_vnnlib`, so a ``.gz`` path works wherever a plain one does.  A path is gzipped when
+:func:`read_vnnlib_text`, so a ``.gz`` path works wherever a plain one does.  A path is gzipped when
 its name ends in ``.gz`` (case-insensitive); its content is decompressed in memory with
 :mod:`gzip`.
 """
@@ -15,7 +15,7 @@ import zlib
 
 from ..errors import SpecError
 
-__all__ = ["is_gz", "read_bytes", "load_model", "load_vnnlib", "GzipError", "strip_gz"]
+__all__ = ["is_gz", "read_bytes", "load_model", "read_vnnlib_text", "GzipError", "strip_gz"]
 
 
 class GzipError(ValueError):
@@ -65,11 +65,14 @@ def load_model(path):
     return model
 
 
-def load_vnnlib(path, n_inputs: int | None = None, n_outputs: int | None = None):
-    """:func:`dpllnn.io.vnnlib.parse_vnnlib`, also for ``.vnnlib.gz`` files (same errors)."""
-    from .vnnlib import parse_vnnlib, parse_vnnlib_text
-    if not is_gz(path):
-        return parse_vnnlib(path, n_inputs=n_inputs, n_outputs=n_outputs)
+def read_vnnlib_text(path) -> str:
+    """The text of a VNN-LIB file (``.vnnlib`` or ``.vnnlib.gz``, UTF-8), for both parsers.
+
+    Raises
+    ------
+    SpecError -- one line naming the file: missing, a directory, unreadable, not valid gzip,
+        not UTF-8
+    """
     p = os.fspath(path)
     try:
         raw = read_bytes(p)
@@ -82,7 +85,7 @@ def load_vnnlib(path, n_inputs: int | None = None, n_outputs: int | None = None)
     except GzipError as e:
         raise SpecError(p, None, str(e)) from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise SpecError(p, None, f"not UTF-8 text after decompression (byte {e.start})") from None
-    return parse_vnnlib_text(text, path=p, n_inputs=n_inputs, n_outputs=n_outputs)
+        where = " after decompression" if is_gz(p) else ""
+        raise SpecError(p, None, f"not UTF-8 text{where} (byte {e.start})") from None

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import SpecError
 from ..spec import Case, Disjunct, Spec
+from .gz import read_vnnlib_text
 
 __all__ = ["parse_vnnlib", "parse_vnnlib_text", "MAX_TERMS"]
 
@@ -91,18 +91,7 @@ def parse_vnnlib(path, n_inputs: int | None = None, n_outputs: int | None = None
         ``X_i`` without a lower or upper bound, DNF larger than :data:`MAX_TERMS`).
     """
     p = str(path)
-    try:
-        raw = Path(p).read_bytes()
-    except FileNotFoundError:
-        raise SpecError(p, None, "no such file") from None
-    except IsADirectoryError:
-        raise SpecError(p, None, "is a directory, not a VNN-LIB file") from None
-    except OSError as e:
-        raise SpecError(p, None, f"cannot read: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise SpecError(p, None, f"not UTF-8 text (byte {e.start})") from None
+    text = read_vnnlib_text(p)          # also .vnnlib.gz
     return parse_vnnlib_text(text, path=p, n_inputs=n_inputs, n_outputs=n_outputs)
 
 

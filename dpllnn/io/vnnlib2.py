@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .gz import GzipError, is_gz, read_bytes
+from .gz import GzipError, is_gz, read_bytes, read_vnnlib_text
 from ..errors import SpecError
 from ..spec import Case, Disjunct
 
@@ -143,21 +143,7 @@ def link_representatives(n_x: int, links) -> np.ndarray:
 
 
 def _read(path) -> str:
-    p = str(path)
-    try:
-        raw = read_bytes(p)          # also .vnnlib.gz
-    except GzipError as e:
-        raise SpecError(p, None, str(e)) from None
-    except FileNotFoundError:
-        raise SpecError(p, None, "no such file") from None
-    except IsADirectoryError:
-        raise SpecError(p, None, "is a directory, not a VNN-LIB file") from None
-    except OSError as e:
-        raise SpecError(p, None, f"cannot read: {e.strerror or e}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise SpecError(p, None, f"not UTF-8 text (byte {e.start})") from None
+    return read_vnnlib_text(path)         # also .vnnlib.gz
 
 
 def is_vnnlib2(path) -> bool:

@@ -117,7 +117,7 @@ def load_region(path, network: Network) -> list[tuple[np.ndarray, np.ndarray]]:
         except (KeyError, TypeError, ValueError) as e:
             raise InputFileError(path, f"a box needs numeric 'lb' and 'ub' lists ({e})") from None
     else:
-        from ..io.gz import load_vnnlib as parse_vnnlib   # also .vnnlib.gz
+        from ..io.vnnlib import parse_vnnlib   # also .vnnlib.gz
         spec = parse_vnnlib(path, n_inputs=n, n_outputs=network.n_outputs)
         boxes = []
         for c in spec.cases:

@@ -112,7 +112,6 @@ def graph_optimise_alpha(gp, xl, xu, base, C, d, iters: int = 20, lr: float = 0.
     best = np.full(m, -np.inf)
     best_alpha = alpha.copy()
     mom, vel = np.zeros_like(alpha), np.zeros_like(alpha)
-    b1, b2 = 0.9, 0.999
     for t in range(1, iters + 2):
         low, grad = alpha_lower_and_grad(st, gp.graph.output, A, alpha)
         low = low - d
@@ -122,11 +121,17 @@ def graph_optimise_alpha(gp, xl, xu, base, C, d, iters: int = 20, lr: float = 0.
         if t > iters or np.all(best > 0.0) or (deadline is not None
                                                and time.monotonic() > deadline):
             break
-        mom = b1 * mom + (1 - b1) * grad
-        vel = b2 * vel + (1 - b2) * grad * grad
-        step = lr * (mom / (1 - b1 ** t)) / (np.sqrt(vel / (1 - b2 ** t)) + 1e-12)
+        step, mom, vel = adam_step(grad, mom, vel, t, lr)
         alpha = np.clip(alpha + step, 0.0, 1.0)
     return best, best_alpha
+
+
+def adam_step(grad, mom, vel, t, lr, b1=0.9, b2=0.999):
+    """One Adam ascent step (Kingma & Ba 2015) from gradient ``grad`` at step ``t >= 1``:
+    returns ``(step, mom, vel)``; the caller adds ``step`` and projects."""
+    mom = b1 * mom + (1 - b1) * grad
+    vel = b2 * vel + (1 - b2) * grad * grad
+    return lr * (mom / (1 - b1 ** t)) / (np.sqrt(vel / (1 - b2 ** t)) + 1e-12), mom, vel
 
 
 def _initial_alpha(lbd, m):

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .alpha import lower_and_grads
+from .alpha import adam_step, lower_and_grads
 
 __all__ = ["graph_beta_objective_lower"]
 
@@ -73,7 +73,6 @@ def graph_beta_objective_lower(gp, lb, ub, layer_bounds, C, d, phase, alpha0=Non
     best_alpha, best_beta = alpha.copy(), beta.copy()
     ma, va = np.zeros_like(alpha), np.zeros_like(alpha)
     mb, vb = np.zeros_like(beta), np.zeros_like(beta)
-    b1, b2 = 0.9, 0.999
     for t in range(1, iters + 2):
         low, ga, gb = lower_and_grads(st, gp.graph.output, A, alpha, beta, sign)
         low = low - d
@@ -84,13 +83,9 @@ def graph_beta_objective_lower(gp, lb, ub, layer_bounds, C, d, phase, alpha0=Non
         if t > iters or np.all(best > 0.0) or (deadline is not None
                                                and time.monotonic() > deadline):
             break
-        ma = b1 * ma + (1 - b1) * ga
-        va = b2 * va + (1 - b2) * ga * ga
-        alpha = np.clip(alpha + lr_alpha * (ma / (1 - b1 ** t))
-                        / (np.sqrt(va / (1 - b2 ** t)) + 1e-12), 0.0, 1.0)
-        mb = b1 * mb + (1 - b1) * gb
-        vb = b2 * vb + (1 - b2) * gb * gb
-        beta = np.maximum(beta + lr_beta * (mb / (1 - b1 ** t))
-                          / (np.sqrt(vb / (1 - b2 ** t)) + 1e-12), 0.0)
+        step, ma, va = adam_step(ga, ma, va, t, lr_alpha)
+        alpha = np.clip(alpha + step, 0.0, 1.0)
+        step, mb, vb = adam_step(gb, mb, vb, t, lr_beta)
+        beta = np.maximum(beta + step, 0.0)
         beta[:, ~split] = 0.0
     return best, best_alpha, best_beta
