@@ -1,6 +1,6 @@
 """Summaries and comparisons of a results csv against reference tools (VNN-COMP refdata).
 
-Reusable for closing notes: :func:`solve_times` gives, per tool, the time of every instance it
+Reusable in reports: :func:`solve_times` gives, per tool, the time of every instance it
 solved correctly; :func:`common_stats` compares two tools on the instances both solved;
 :func:`summarize` and :func:`format_summary` make the table printed by ``dpllnn bench``.
 Times of the reference tools are the published ones (other hardware); ours are wall-clock

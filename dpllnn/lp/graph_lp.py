@@ -45,14 +45,8 @@ class GraphLP(LayeredLP):
 
     def __init__(self, graph, C, d, lb, ub, root, rtol: float = 1e-6,
                  time_limit_s: float | None = None):
-        self.network = graph
-        self.rtol = float(rtol)
-        C = np.atleast_2d(np.asarray(C, dtype=np.float64))
-        d = np.asarray(d, dtype=np.float64).reshape(-1)
-        self.lb = np.asarray(lb, dtype=np.float64).reshape(-1)
-        self.ub = np.asarray(ub, dtype=np.float64).reshape(-1)
-        n_in = graph.n_inputs
-        self.n_in = n_in
+        C, d = self._set_problem(graph, C, d, lb, ub, rtol)
+        n_in = self.n_in
         sw = root.sweep
         mag = [np.where(np.isfinite(a), a, 0.0)
                for a in (np.maximum(np.abs(sw.lo[v]), np.abs(sw.hi[v])).reshape(-1)

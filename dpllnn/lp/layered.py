@@ -49,16 +49,11 @@ class LayeredLP:
 
     def __init__(self, network: Network, C, d, lb, ub, L0, U0, rtol: float = 1e-6,
                  time_limit_s: float | None = None):
-        self.network = network
-        self.rtol = float(rtol)
-        C = np.atleast_2d(np.asarray(C, dtype=np.float64))
-        d = np.asarray(d, dtype=np.float64).reshape(-1)
-        self.lb = np.asarray(lb, dtype=np.float64).reshape(-1)
-        self.ub = np.asarray(ub, dtype=np.float64).reshape(-1)
-        n_in = network.n_inputs
+        C, d = self._set_problem(network, C, d, lb, ub, rtol)
+        n_in = self.n_in
         sizes = [aff.n_out for aff in network.affines[:-1]]
         n = int(sum(sizes))
-        self.n_in, self.n = n_in, n
+        self.n = n
         L0 = np.asarray(L0, dtype=np.float64).reshape(-1)
         U0 = np.asarray(U0, dtype=np.float64).reshape(-1)
         # column layout
@@ -129,6 +124,17 @@ class LayeredLP:
         self.nrow = row
         self._pass_model(np.concatenate(ri), np.concatenate(ci), np.concatenate(vi), row, ncol,
                          time_limit_s)
+
+    def _set_problem(self, network, C, d, lb, ub, rtol):
+        """Store the network, box and loosening tolerance; return ``C`` (m, n_out) and ``d``
+        (m,) as float64 arrays."""
+        self.network = network
+        self.rtol = float(rtol)
+        self.lb = np.asarray(lb, dtype=np.float64).reshape(-1)
+        self.ub = np.asarray(ub, dtype=np.float64).reshape(-1)
+        self.n_in = network.n_inputs
+        return (np.atleast_2d(np.asarray(C, dtype=np.float64)),
+                np.asarray(d, dtype=np.float64).reshape(-1))
 
     def _pass_model(self, ri, ci, vi, row, ncol, time_limit_s):
         """Hand the rows (COO ``ri, ci, vi``; ``row`` rows, ``ncol`` columns, objective ``t``

@@ -221,7 +221,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     # task of the worker pool, beside the first cubes -- the same attack effort as one worker,
     # without keeping the second core idle for it.  Input splitting with several workers: the
     # whole attack as that task (the search attacks every box it opens anyway), so the search
-    # starts at once (ACAS Xu figures in the closing note of issue 5)
+    # starts at once
     later = 0.0
     if workers is not None and workers > 1:
         later = 0.5 * falsify_s if chosen == "cdcl" else falsify_s
