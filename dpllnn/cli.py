@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--workers", type=_workers, default=None,
                    help="parallel worker processes (default: all cores)")
     v.add_argument("--mode", choices=["auto", "inputsplit", "cdcl"], default="auto",
-                   help="search strategy (auto: input splitting for <= 20 inputs, else CDCL)")
+                   help="search strategy (auto: input splitting for <= 20 inputs, handed to "
+                        "CDCL after 10%% of the time when <= 12 ReLUs are unstable at the root; "
+                        "else CDCL)")
     from .search.portfolio import SCHEMES
     v.add_argument("--parallel", choices=SCHEMES, default=None,
                    help="how CDCL workers share a case (default: hybrid -- one worker searches "
@@ -56,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--memory-limit", type=_positive_float, default=None, metavar="MB",
                    help="resident memory of the run, all workers included; above it the "
                         "answer is unknown (default: 75%% of physical memory)")
+    v.add_argument("-v", "--progress", action="store_true",
+                   help="print a progress line on stderr every few seconds (elapsed, stage, "
+                        "nodes, conflicts, learned clauses, proved cubes or input volume, "
+                        "lowest open lower bound); stdout keeps only the answer")
+    v.add_argument("--progress-interval", type=_positive_float, default=None, metavar="S",
+                   help="seconds between progress lines (default 2; implies --progress)")
 
     i = sub.add_parser("info", help="print shapes, layers, ReLUs (and the property's cases)")
     i.add_argument("network")
@@ -118,7 +126,7 @@ def _load(args, need_spec=True):
 
 
 def cmd_verify(args) -> int:
-    from .cli_query import cmd_verify_query, network_mapping
+    from .cli_query import cmd_verify_query, network_mapping, progress_interval
     from .io.vnnlib2 import is_vnnlib2
     from .io.witness import write_results_file
     from .search.verify import verify
@@ -147,7 +155,8 @@ def cmd_verify(args) -> int:
     from .search.portfolio import default_workers
     workers = args.workers if args.workers is not None else default_workers()
     result = verify(net, spec, timeout_s=remaining, seed=args.seed, workers=workers,
-                    mode=args.mode, memory_limit_mb=args.memory_limit, parallel=args.parallel)
+                    mode=args.mode, memory_limit_mb=args.memory_limit, parallel=args.parallel,
+                    progress_s=progress_interval(args))
     result.time_s = time.monotonic() - t0
     if args.results_file:
         write_results_file(args.results_file, result)

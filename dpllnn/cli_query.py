@@ -75,6 +75,14 @@ def network_mapping(items) -> dict:
     return out
 
 
+def progress_interval(args) -> float | None:
+    """Seconds between ``verify`` progress lines (``--progress-interval``, else 2 s with
+    ``-v``/``--progress``), or None for none."""
+    if args.progress_interval is not None:
+        return args.progress_interval
+    return 2.0 if args.progress else None
+
+
 def cmd_verify_query(args, query_path: str, mapping: dict) -> int:
     """``verify`` on a VNN-LIB 2.0 query: first stdout line ``sat`` / ``unsat`` / ``unknown`` /
     ``timed-out``, then for ``sat`` the assignment; a summary goes to stderr."""
@@ -95,7 +103,7 @@ def cmd_verify_query(args, query_path: str, mapping: dict) -> int:
     remaining = max(0.0, args.timeout - (time.monotonic() - t0))
     qres = solve_query(query, mapping, timeout_s=remaining, seed=args.seed, workers=workers,
                        mode=args.mode, memory_limit_mb=args.memory_limit,
-                       parallel=args.parallel)
+                       parallel=args.parallel, progress_s=progress_interval(args))
     res = qres.result
     res.time_s = time.monotonic() - t0
     lines = [STANDARD_VERDICTS[res.verdict]]

@@ -190,6 +190,14 @@ class SearchSettings:
     #: inputs at or below this count use input splitting in ``mode="auto"`` (ACAS Xu has 5,
     #: MNIST 784: the two strategies of DESIGN.md §3)
     inputsplit_max_inputs: int = 20
+    #: ``mode="auto"`` with input splitting: when no case has more unstable ReLUs at the root
+    #: (CROWN) than this, input splitting gets only ``auto_inputsplit_share`` of the time and
+    #: CDCL the rest.  Few unstable ReLUs bound CDCL's tree (2**12 leaves), while input splitting
+    #: can stall on a small margin: a random net with 5 inputs and 9 ReLUs, unsat by 0.1 % of
+    #: its output range, timed out after 10,000 boxes where CDCL proved it in 6 nodes.  On ACAS
+    #: Xu no instance has fewer than 16 unstable ReLUs at the root, so its path is unchanged.
+    auto_cdcl_max_unstable: int = 12
+    auto_inputsplit_share: float = 0.1
     #: CDCL: seconds of the up-front attack before the root alpha-CROWN bounds (the rest after
     #: them).  Instances that alpha-CROWN proves at the root used to wait for the whole attack
     #: budget first (1.5 s of a 120 s limit with 2 workers).

@@ -292,3 +292,24 @@ def one_case_problem(seed):
     net = random_network(rng, n_in=int(rng.integers(2, 7)), hidden=hidden, n_out=3)
     spec = random_spec(rng, net, n_cases=1, n_disjuncts=int(rng.integers(1, 4)))
     return net, spec
+
+
+def small_margin_problem(seed, n_in=5, hidden=(3, 3, 3), rel=1e-3):
+    """Two input boxes, one row ``c @ y <= d`` set ``rel`` x the sampled output range below the
+    exact minimum of ``c @ y`` over both boxes: unsat by a small margin (exhaustive oracle), the
+    kind of property input splitting alone can stall on.  Returns ``(network, spec, margin)``."""
+    from dpllnn.spec import Case, Disjunct, Spec
+
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, n_in=n_in, hidden=hidden, n_out=2)
+    boxes = []
+    for _ in range(2):
+        c, h = rng.uniform(-1, 1, n_in), rng.uniform(0.2, 1.0, n_in)
+        boxes.append((c - h, c + h))
+    C = rng.normal(size=(1, 2))
+    probe = Disjunct(C, np.zeros(1))
+    lowest = min(exhaustive_margin(net, Case(lb, ub, [probe]), probe) for lb, ub in boxes)
+    X = np.vstack([lb + rng.random((500, n_in)) * (ub - lb) for lb, ub in boxes])
+    d = lowest - rel * (float(np.ptp(net.forward(X) @ C.T)) + 1e-9)
+    spec = Spec([Case(lb, ub, [Disjunct(C, np.array([d]))]) for lb, ub in boxes], n_in, 2)
+    return net, spec, lowest - d

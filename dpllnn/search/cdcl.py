@@ -30,6 +30,7 @@ otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -70,7 +71,7 @@ _REF_CACHE: dict = {}  # (id(spec), case, disjuncts, seed) -> PGD reference poin
 
 
 def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, seed, stats, root,
-                cube=None, variant=0, poll=None, settings: CdclSettings | None = None):
+                cube=None, variant=0, poll=None, settings: CdclSettings | None = None, live=None):
     """Hidden-phase CDCL on one case (see module docstring).
 
     Parameters
@@ -101,6 +102,8 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         solver is stopped for them at once and resumes under a fresh guard assumption)
     settings : CdclSettings, optional -- restarts, schedule, LP gate, brancher and theory
         settings (default: the defaults)
+    live : dpllnn.search.progress.LiveCounters, optional -- the search's running counts (nodes,
+        theory conflicts, learned clauses, root lower bound) are registered there while it runs
 
     Returns
     -------
@@ -155,12 +158,27 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         if cfg.async_lp:
             theory.async_lp = AsyncRelaxationLP(theory.llp, theory.llp_lock)
 
+    running = [True]
+
+    def counters():  # read by the progress thread; empty once finish() moves them to stats
+        if not running[0]:
+            return {}
+        return {"nodes": theory.n_nodes, "conflicts": theory.n_theory_conflicts,
+                "learned": theory.n_theory_conflicts + theory.n_blocked,
+                "lower_bound": theory.root_lower_bound()}
+
+    progress = contextlib.ExitStack()
+    if live is not None:
+        progress.enter_context(live.source(counters))
+
     def finish(verdict, cex=None):
+        running[0] = False
         st = solver.accum_stats() if solver is not None else {}
         _add_stats(stats, "nodes", theory.n_nodes)
         _add_stats(stats, "conflicts", int(st.get("conflicts", 0)))
         _add_stats(stats, "decisions", int(st.get("decisions", 0)))
         _add_stats(stats, "learned", theory.n_theory_conflicts + theory.n_blocked)
+        _add_stats(stats, "theory_conflicts", theory.n_theory_conflicts)
         _add_stats(stats, "implied", theory.n_implied)
         _add_stats(stats, "restarts", restarts)
         _add_stats(stats, "lp_calls", theory.n_lp + n_tighten_lp)
@@ -259,6 +277,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
                 if r:
                     solver.add_clause([-sel_vars[j]])
     finally:  # also on an exception: no LP thread outlives the search
+        progress.close()
         if theory.async_lp is not None:
             theory.async_lp.close()
 

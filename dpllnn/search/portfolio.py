@@ -46,6 +46,7 @@ back and turns the verdict into ``unknown`` (with the error in the reason), neve
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue as queue_mod
 import time
@@ -96,7 +97,8 @@ def _merge(stats, part):
 
 
 def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, seed, workers,
-                    stats, done, falsify_task=None, roots=None, parallel=None, settings=None):
+                    stats, done, falsify_task=None, roots=None, parallel=None, settings=None,
+                    live=None):
     """Search the open cases with ``workers`` processes; returns ``done(verdict, cex, reason)``.
 
     Parameters
@@ -119,6 +121,8 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     falsify_task : (budget_s, starts) or None -- queue a falsification task first (seed + 1;
         ``starts`` as for :func:`dpllnn.attack.falsify`); a counterexample it finds is
         re-validated here like a search's
+    live : dpllnn.search.progress.LiveCounters or None -- when given, the workers' running
+        counters (one shared row each) and the number of proved phase cubes are registered there
     """
     from ..validate import check_counterexample
 
@@ -195,6 +199,16 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
     settled: set = set()   # keys with an alternative whose tasks are all unsat
     errors = []
     known, finished = set(range(len(plan))), set()
+    # the workers' rows of progress counters (``verify -v``), set before they start
+    progress = contextlib.ExitStack()
+    if live is not None:
+        from .progress import WorkerSlots
+
+        pool.slots = WorkerSlots(ctx, workers)
+        cubes = {t.tid for t in plan if t.cube}
+        progress.enter_context(live.source(
+            lambda: dict(pool.slots.read(), cubes_proved=len(cubes & unsat)) if cubes else
+            pool.slots.read()))
 
     def is_settled(key):
         return any(ts <= unsat for ts in alts[key].values())
@@ -266,6 +280,7 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
                         q.put([-int(l) for l in plan[tid].cube])
                         stats["lemmas_shared"] = stats.get("lemmas_shared", 0) + 1
     finally:
+        progress.close()
         stop_processes(procs)
         tasks.cancel_join_thread()
         results.cancel_join_thread()

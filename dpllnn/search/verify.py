@@ -10,7 +10,9 @@ Pipeline per property (DESIGN.md §2):
    alpha-CROWN on the disjuncts CROWN left open;
 4. the remaining disjuncts of each case go to the search: best-first input splitting
    (:mod:`dpllnn.search.inputsplit`) for low-dimensional inputs, hidden-phase CDCL
-   (:mod:`dpllnn.search.cdcl`) otherwise;
+   (:mod:`dpllnn.search.cdcl`) otherwise; in ``mode="auto"``, when every case has at most
+   ``SearchSettings.auto_cdcl_max_unstable`` unstable ReLUs at the root, input splitting gets
+   ``auto_inputsplit_share`` of the time and CDCL the rest (stats ``mode`` "inputsplit+cdcl");
 5. the verdicts of the cases are joined in the lattice of :class:`dpllnn.result.Verdict`.
 
 Both search modules offer the same entry point::
@@ -109,7 +111,7 @@ def choose_mode(network: Network, mode: str,
 
 
 def verify(network: Network, spec: Spec, *, memory_limit_mb: float | None = None,
-           **kwargs) -> Result:
+           progress_s: float | None = None, progress_stream=None, **kwargs) -> Result:
     """Decide ``spec`` on ``network`` within a memory budget (see :func:`_verify` for the other
     parameters).
 
@@ -117,9 +119,18 @@ def verify(network: Network, spec: Spec, *, memory_limit_mb: float | None = None
         (None: :func:`dpllnn.limits.default_memory_limit_mb`; <= 0: no limit).  When it is
         exceeded the run ends with ``unknown``, reason "memory limit ...", and
         ``stats["memory_limit_reached"] = True``.
+    progress_s : float or None -- print a progress line (:mod:`dpllnn.search.progress`) on
+        ``progress_stream`` (default ``sys.stderr``) every ``progress_s`` seconds; None: none
     """
     t0 = time.monotonic()
     budget = None
+    reporter = None
+    if progress_s is not None:
+        from .progress import LiveCounters, ProgressReporter
+
+        live = kwargs["progress"] = LiveCounters()
+        reporter = ProgressReporter(lambda: (live.stage, live.snapshot()), progress_s,
+                                    stream=progress_stream, n_cases=len(spec.cases)).start()
     try:
         with limits.memory_limit(memory_limit_mb) as budget:
             result = _verify(network, spec, **kwargs)
@@ -130,6 +141,9 @@ def verify(network: Network, spec: Spec, *, memory_limit_mb: float | None = None
         result = Result(Verdict.UNKNOWN, time.monotonic() - t0, None,
                         {"mode": kwargs.get("mode", "auto")}, f"memory limit: {e}")
         result.stats["memory_limit_reached"] = True
+    finally:
+        if reporter is not None:
+            reporter.stop()
     if budget is not None:
         result.stats.update(budget.stats())
     return result
@@ -137,7 +151,8 @@ def verify(network: Network, spec: Spec, *, memory_limit_mb: float | None = None
 
 def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int = 0,
            workers: int | None = None, mode: str = "auto", falsify_s: float | None = None,
-           parallel: str | None = None, settings: SearchSettings | None = None) -> Result:
+           parallel: str | None = None, settings: SearchSettings | None = None,
+           progress=None) -> Result:
     """Decide ``spec`` on ``network``.
 
     Parameters
@@ -149,13 +164,16 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     workers : int or None -- parallel worker processes (None: all cores); see
         :mod:`dpllnn.search.portfolio`
     mode : {"auto", "inputsplit", "cdcl"} -- search strategy (auto: input splitting for
-        at most ``settings.inputsplit_max_inputs`` inputs, CDCL otherwise)
+        at most ``settings.inputsplit_max_inputs`` inputs, CDCL otherwise; with few unstable
+        ReLUs at the root input splitting hands over to CDCL, module docstring step 4)
     falsify_s : float or None -- falsification budget before the search (default: a few
         percent of the timeout, 0.3 to 3 s)
     parallel : {"hybrid", "portfolio", "cubes"} or None -- how CDCL workers share a case (None:
         ``settings.parallel.scheme``)
     settings : SearchSettings or None -- the tuning of every search module (None:
         :data:`dpllnn.settings.DEFAULT`); passed down to the searches and the worker processes
+    progress : dpllnn.search.progress.LiveCounters or None -- the run's stage and the searches'
+        running counters are kept there for a progress reporter
 
     Returns
     -------
@@ -170,6 +188,13 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     chosen = choose_mode(network, mode, settings.inputsplit_max_inputs)
     is_graph = bool(getattr(network, "is_graph", False))
     stats: dict = {"mode": chosen, "cases": len(spec.cases), "disjuncts": spec.n_disjuncts}
+
+    def stage(name):
+        if progress is not None:
+            progress.stage = name
+
+    if progress is not None:
+        progress.stats = stats
 
     def done(verdict, cex=None, reason=""):
         stats["time_total_s"] = time.monotonic() - t0
@@ -193,6 +218,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
         # the whole attack before the root bounds, which cost seconds on a conv/ResNet graph
         # (sri_resnet_a: ~10 s of CROWN and alpha-CROWN before a 1 s attack found its sat cases)
         t = time.monotonic()
+        stage("attack")
         cex = falsify(network, spec, time_limit_s=falsify_s, seed=seed, deadline=deadline)
         stats["falsify_s"] = time.monotonic() - t
         if cex is not None:
@@ -202,6 +228,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     # 2. root CROWN bounds first: tens of ms, and a property they prove needs no attack (on
     # mnist_fc the falsification budget had been most of the time of root-proved instances)
     t = time.monotonic()
+    stage("root bounds (CROWN)")
     packed = pack(network)
     open_per_case, roots = {}, {}
     for ci in live:
@@ -231,6 +258,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     first = (falsify_s - later if chosen != "cdcl" else
              min(settings.first_attack_s, falsify_s - later))
     cex = None
+    stage("attack")
     if first > 0:
         cex = falsify(network, spec, time_limit_s=first, seed=seed, deadline=deadline,
                       starts=starts)
@@ -247,6 +275,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
             beside = _AttackBeside(network, spec, rest, seed + 7919, deadline)
         try:
             t = time.monotonic()
+            stage("root bounds (alpha-CROWN)")
             _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats,
                         settings.cdcl.root_intermediate_iters)
             stats["root_bounds_s"] += time.monotonic() - t
@@ -276,35 +305,67 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
         return done(Verdict.UNSAT, reason="root bounds")
 
     # 5. search
-    if workers is not None and workers > 1:
-        from .portfolio import search_parallel
-        return search_parallel(network, spec, todo, open_per_case, chosen=chosen,
-                               falsify_task=(later, starts) if later > 0 else None,
-                               deadline=deadline, seed=seed, workers=workers, stats=stats,
-                               done=done, roots=roots, parallel=parallel, settings=settings)
-    # Several cases: the first pass gives each case an equal share of the remaining time (so a
-    # counterexample in a later case is not starved by a hard first case); a second pass gives
-    # the cases that ran out of their share all the time that is left.
-    verdicts = {ci: Verdict.TIMEOUT for ci in todo}
-    for final in (False, True):
-        pending = [ci for ci in todo if verdicts[ci] is Verdict.TIMEOUT]
-        for k, ci in enumerate(pending):
-            now = time.monotonic()
-            if now >= deadline:
+    proved: set = set()            # cases the sequential search proved (kept across a handoff)
+
+    def search(chosen, cases, until, attack=None):
+        stage(f"{chosen} search")
+        if workers is not None and workers > 1:
+            from .portfolio import search_parallel
+            return search_parallel(network, spec, cases, open_per_case, chosen=chosen,
+                                   falsify_task=attack, deadline=until, seed=seed,
+                                   workers=workers, stats=stats, done=done, roots=roots,
+                                   parallel=parallel, settings=settings, live=progress)
+        # Several cases: the first pass gives each case an equal share of the remaining time (so
+        # a counterexample in a later case is not starved by a hard first case); a second pass
+        # gives the cases that ran out of their share all the time that is left.
+        verdicts = {ci: Verdict.TIMEOUT for ci in cases}
+        for final in (False, True):
+            pending = [ci for ci in cases if verdicts[ci] is Verdict.TIMEOUT]
+            for k, ci in enumerate(pending):
+                now = time.monotonic()
+                if now >= until:
+                    break
+                share = until if final else now + (until - now) / (len(pending) - k)
+                v, cex = search_case_dispatch(chosen, network, spec, ci, open_per_case[ci],
+                                              packed=packed, deadline=share, seed=seed,
+                                              stats=stats, root=roots[ci], settings=settings,
+                                              live=progress)
+                if v is Verdict.SAT:
+                    return done(Verdict.SAT, cex, f"{chosen} search")
+                verdicts[ci] = v
+                if v is Verdict.UNSAT:
+                    proved.add(ci)
+            if len(cases) == 1 or time.monotonic() >= until:
                 break
-            share = deadline if final else now + (deadline - now) / (len(pending) - k)
-            v, cex = search_case_dispatch(chosen, network, spec, ci, open_per_case[ci],
-                                          packed=packed, deadline=share, seed=seed, stats=stats,
-                                          root=roots[ci], settings=settings)
-            if v is Verdict.SAT:
-                return done(Verdict.SAT, cex, f"{chosen} search")
-            verdicts[ci] = v
-        if len(todo) == 1 or time.monotonic() >= deadline:
-            break
-    v = Verdict.combine(verdicts.values())
-    reason = {Verdict.UNSAT: f"{chosen} search", Verdict.TIMEOUT: "time limit reached",
-              Verdict.UNKNOWN: "search gave up without a proof or counterexample"}[v]
-    return done(v, reason=reason)
+        v = Verdict.combine(verdicts.values())
+        reason = {Verdict.UNSAT: f"{chosen} search", Verdict.TIMEOUT: "time limit reached",
+                  Verdict.UNKNOWN: "search gave up without a proof or counterexample"}[v]
+        return done(v, reason=reason)
+
+    attack = (later, starts) if later > 0 else None
+    # auto mode's guard against input splitting's blind spot (SearchSettings.
+    # auto_cdcl_max_unstable): with few unstable ReLUs CDCL gets most of the time
+    few = [roots[ci].n_unstable if roots.get(ci) is not None else np.inf for ci in todo]
+    handoff = (mode == "auto" and chosen == "inputsplit"
+               and max(few) <= settings.auto_cdcl_max_unstable)
+    if not handoff:
+        return search(chosen, todo, deadline, attack)
+    until = time.monotonic() + settings.auto_inputsplit_share * (deadline - time.monotonic())
+    res = search("inputsplit", todo, until, attack)
+    if res.verdict is not Verdict.TIMEOUT or time.monotonic() >= deadline:
+        return res
+    stats["mode"] = "inputsplit+cdcl"
+    stats["handoff_s"] = time.monotonic() - t0
+    todo = [ci for ci in todo if ci not in proved]
+    t = time.monotonic()
+    stage("root bounds (alpha-CROWN)")
+    _alpha_root(packed, spec, todo, open_per_case, roots, deadline, stats,
+                settings.cdcl.root_intermediate_iters)
+    stats["root_bounds_s"] += time.monotonic() - t
+    todo = [ci for ci in todo if open_per_case[ci]]
+    if not todo:
+        return done(Verdict.UNSAT, reason="root bounds (after input splitting)")
+    return search("cdcl", todo, deadline)
 
 
 class _AttackBeside:

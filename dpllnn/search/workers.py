@@ -15,6 +15,7 @@ the settings -- travels as one :class:`WorkerPool` (inherited when forked, pickl
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import queue as queue_mod
 import time
@@ -100,7 +101,8 @@ class WorkerPool:
     queue of lemma clauses for each task with ``listen`` set (hybrid CDCL: the negated cubes
     proved by other workers).  ``busy``: shared count of workers running a task, for lending
     idle cores (:class:`Lender`).  ``settings``: the SearchSettings of every search (None: the
-    defaults)."""
+    defaults).  ``slots``: the shared progress counters, one row per worker (None: no progress
+    lines)."""
 
     network: object
     spec: object
@@ -116,6 +118,7 @@ class WorkerPool:
     lemma_qs: dict | None = None
     busy: object = None
     workers: int = 1
+    slots: object = None             # progress.WorkerSlots (``verify -v``) or None
 
 
 class Lender:
@@ -255,15 +258,35 @@ def run_task(wid: int, pool: WorkerPool, task, packed, lender) -> None:
         return
     try:
         root = (pool.roots or {}).get(ci) if pool.chosen == "cdcl" else None
-        v, cex = search_case_dispatch(pool.chosen, network, spec, ci, task.open_idx,
-                                      packed=packed, deadline=task_deadline, seed=task.seed,
-                                      stats=stats, root=root, settings=pool.settings, **extra)
+        with _progress_slot(pool.slots, wid, stats) as live:
+            v, cex = search_case_dispatch(pool.chosen, network, spec, ci, task.open_idx,
+                                          packed=packed, deadline=task_deadline, seed=task.seed,
+                                          stats=stats, root=root, settings=pool.settings,
+                                          live=live, **extra)
         x = None if cex is None else np.asarray(cex.x)
         results.put(Done(task.tid, v.value, x, stats))
     except Exception as e:  # reported to the parent, which answers unknown
         results.put(Done(task.tid, Verdict.UNKNOWN.value, None, stats,
                          f"worker {wid}: {type(e).__name__}: {e}\n"
                          f"{traceback.format_exc(limit=3)}"))
+
+
+@contextlib.contextmanager
+def _progress_slot(slots, wid, stats):
+    """The task's live counters (its ``stats`` and what its search registers) in the worker's
+    progress row while the task runs; the row is cleared before the parent gets the task's
+    ``Done`` (whose stats it then counts itself), so nothing is counted twice."""
+    if slots is None:
+        yield None
+        return
+    from .progress import LiveCounters, combine, from_stats
+
+    live = LiveCounters()
+    try:
+        with slots.writer(wid, lambda: combine([from_stats(stats), live.snapshot()])):
+            yield live
+    finally:
+        slots.write(wid, {})
 
 
 def falsify_report(network, spec, budget_s, seed, deadline, starts, who):
