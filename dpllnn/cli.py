@@ -85,6 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# commands that import neither onnx nor the search
+_LIGHT_COMMANDS = frozenset({"supports"})
+
+
+def _preload() -> None:
+    """Import the heavy modules before the signal handlers are installed.  Until then SIGTERM
+    and SIGINT keep their default action, so the kernel ends the process at once (no worker and
+    no file exist yet); a Python-level handler instead waits until the C code of an import
+    returns, and ``import onnx`` held the GIL for over 1 s on a loaded machine (4 of 20 SIGTERMs
+    took more than 1 s, each inside it)."""
+    import importlib
+
+    for name in ("numba", "onnx", "onnxruntime", "dpllnn.io.onnx_load", "dpllnn.search.verify"):
+        importlib.import_module(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -92,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: usage errors exit 2, --help/--version exit 0
         return int(e.code or 0)
     from . import limits
+    if args.command not in _LIGHT_COMMANDS:
+        _preload()
     limits.install_signal_handlers()   # SIGTERM/SIGINT -> limits.Interrupted in this thread
     try:
         return _COMMANDS[args.command](args)

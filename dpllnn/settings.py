@@ -106,6 +106,13 @@ class TheorySettings:
     #: 8.3 -> 8.1 s; 256x4 prop_11_0.05 timeout both, 242 -> 109 nodes (beta refuted 145
     #: disjuncts the LP would have); 256x6 prop_3_0.05 timeout both, 403 -> 288 nodes
     beta_iters_dense: int = 0
+    #: propose refutation clauses without the splits whose clamp did not enter the node's bound
+    #: and keep them when a bound under the kept splits alone still refutes (one extra bound
+    #: per refuting snapshot; :mod:`dpllnn.search.clauses`).  Level-0 literals are left out of
+    #: every theory clause either way
+    shorten_clauses: bool = True
+    #: keep every theory clause in ``stats["clauses"]`` (validity tests on tiny networks)
+    record_clauses: bool = False
 
 
 @dataclass(frozen=True)

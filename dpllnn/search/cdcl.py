@@ -192,6 +192,15 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         _add_stats(stats, "time_beta_s", theory.t_beta)
         _add_stats(stats, "beta_refuted", theory.n_beta_refuted)
         _add_stats(stats, "lemmas_imported", n_lemmas)
+        _add_stats(stats, "refutation_clauses", theory.n_refutation_clauses)
+        _add_stats(stats, "clause_lits_full", theory.clause_lits_full)
+        _add_stats(stats, "clause_lits", theory.clause_lits)
+        _add_stats(stats, "clauses_shortened", theory.n_shortened)
+        _add_stats(stats, "clause_rechecks", theory.n_recheck)
+        if cfg.theory.record_clauses and stats is not None:
+            stats.setdefault("clauses", []).extend(
+                [list(map(int, c)) for c in theory.clause_log])
+            stats["sel_vars"] = dict(zip(map(int, sel_vars), map(int, opened)))
         total = time.monotonic() - t_start
         _add_stats(stats, "time_sat_s", max(0.0, total - theory.t_bounds - theory.t_lp - t_tighten))
         if solver is not None:

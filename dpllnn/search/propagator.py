@@ -57,6 +57,9 @@ class ReluPropagator(Propagator):
     def add_clause(self):
         th = self.theory
         if th.pending:
-            return th.pending.pop()
+            c = th.pending.pop()
+            if th.clause_log is not None:
+                th.clause_log.append(c)
+            return c
         self.stop_sent = True
         return [-self.guard]

@@ -44,6 +44,7 @@ from ..bounds.graph.beta import graph_beta_objective_lower as beta_objective_low
 from ..bounds.graph.dense_view import graph_view_of_dense
 from ..bounds.alpha import rebound_hidden
 from ..settings import TheorySettings
+from .clauses import ClauseShortening
 from .theory_lp import TheoryLP
 
 @dataclass
@@ -58,9 +59,10 @@ class Snapshot:
     lp_done: bool = False      # relaxation LP already tried on this snapshot
     alpha: np.ndarray | None = None   # beta-CROWN slopes (m_total, n_relus) that gave obj_lower
     beta: np.ndarray | None = None    # ... and multipliers: the children's warm start
+    short: object = None       # ClauseShortening's re-checked short reason (False: none)
 
 
-class ReluTheory(TheoryLP):
+class ReluTheory(ClauseShortening, TheoryLP):
     """Trail, levels, bound snapshots, implied literals, reasons and conflicts; the LPs (node
     relaxations, complete assignments) and the counterexamples they lead to come from
     :class:`~dpllnn.search.theory_lp.TheoryLP`.
@@ -165,6 +167,11 @@ class ReluTheory(TheoryLP):
             self._beta_gp = pack_graph(graph_from_network(network))
         self.t_beta = 0.0
         self.n_beta_refuted = 0
+        self.clause_lits_full = self.clause_lits = self.n_shortened = self.n_recheck = 0
+        self.n_refutation_clauses = 0
+        #: every clause handed to the solver (reasons and external clauses), when
+        #: ``record_clauses`` is set (validity tests), else None
+        self.clause_log = [] if cfg.record_clauses else None
         #: relaxation LP limits: simplex iterations per LP (deterministic: this, not the clock,
         #: decides when an LP is too slow and the LP gate narrows), and a time limit as a backstop
         self.lp_iterations = cfg.lp_iterations
@@ -332,14 +339,20 @@ class ReluTheory(TheoryLP):
             snaps.pop()
 
     # ---- reasons -------------------------------------------------------------------------------
-    def _neg_assigned(self, upto_layer=None):
-        """Negated assigned phase literals of layers < upto_layer (all layers if None)."""
-        ph = self.phase if upto_layer is None else self.phase[: self.layer_off[upto_layer]]
-        idx = np.flatnonzero(ph)
+    def _neg_assigned(self, upto_layer=None, with_fixed=False):
+        """Negated assigned phase literals of layers < upto_layer (all layers if None), without
+        the root-fixed ones unless ``with_fixed`` (those are level-0 units of the solver, so a
+        clause without them is implied: :mod:`dpllnn.search.clauses`)."""
+        end = self.n if upto_layer is None else self.layer_off[upto_layer]
+        ph = self.phase[:end]
+        idx = np.flatnonzero(ph if with_fixed else ph * (self.fixed[:end] == 0))
         return (-(idx + 1) * ph[idx]).tolist()
 
     def reason(self, lit):
-        return self.reasons[lit]
+        c = self.reasons[lit]
+        if self.clause_log is not None:
+            self.clause_log.append(c)
+        return c
 
     # ---- propagation ---------------------------------------------------------------------------
     def _time_up(self):
@@ -449,7 +462,7 @@ class ReluTheory(TheoryLP):
 
     def _conflict_all(self):
         """Fallback: the whole phase assignment is contradictory (external clause)."""
-        self.pending.append(self._neg_assigned())
+        self.pending.append(self._neg_assigned(with_fixed=True))
         self.n_theory_conflicts += 1
         return []
 
@@ -474,15 +487,12 @@ class ReluTheory(TheoryLP):
             self.n_implied += len(out)
         ref = snap.refuted
         if ref.any():
-            full = None
             for i in np.flatnonzero(ref).tolist():
                 sv = self.sel_val[i]
                 if sv == -1:
                     continue
-                if full is None:
-                    full = self._neg_assigned()
                 lit = -self.sel_vars[i]
-                self.reasons[lit] = [lit] + full
+                self.reasons[lit] = [lit] + self.refutation_reason(snap, i)
                 if sv == 1:                 # selected disjunct refuted: conflict
                     self.n_theory_conflicts += 1
                     return [lit]
