@@ -146,6 +146,19 @@ class CdclSettings:
     #: (10 steps: 0.3 s, slightly looser; 40 steps: no better).  Also used in the alpha-CROWN
     #: re-bounding at restarts.
     root_intermediate_iters: int = 20
+    #: MILP stabilisation of near-stable root neurons at restarts (:mod:`dpllnn.search.stabilise`;
+    #: dense chains): at most ``stabilise_neurons`` per restart, ``stabilise_milp_s`` seconds per
+    #: MILP, ``stabilise_call_s`` per restart, and only while its total stays within
+    #: ``stabilise_share`` of the search's time.  Off by default: measured side by side (one
+    #: worker, 120 s, 2 s per MILP, 32 per restart, share 0.3) it proved 7 of 19 neurons on
+    #: mnist 256x4 prop_11_0.05 (27 s of MILP) and 14 of 26 on 256x6 prop_3_0.05 (41 s), and
+    #: both still timed out, with 3191 against 5608 and 1321 against 2087 nodes; at 0.5 s per
+    #: MILP it proved none
+    stabilise: bool = False
+    stabilise_neurons: int = 32
+    stabilise_milp_s: float = 2.0
+    stabilise_call_s: float = 20.0
+    stabilise_share: float = 0.3
     #: heuristics cycled over restarts: (kind, layer_bias).  FSB rather than BaBSR, because (one
     #: worker, mnist_fc, BaBSR -> FSB): 256x4 prop_8_0.03 28.1 -> 15.3 s (447 -> 122 nodes), 256x2
     #: prop_10_0.05 19.1 -> 4.3 s; with 2 workers 256x4 prop_14_0.05 went from a 300 s timeout to

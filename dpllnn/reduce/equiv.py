@@ -10,7 +10,7 @@ Order: sampled points and box corners, then PGD on each ``+-P_i``, then sound bo
 (CROWN), then neuron-function matching (:mod:`dpllnn.reduce.forms`: sound, and the check that
 succeeds on pruned networks; given a *tiling* of a box, e.g. the sub-boxes its stable sets were
 certified on, the atoms' ranges are the maximum of CROWN over the sub-boxes, which keeps the error
-bound below ``eps`` on big boxes), then a HiGHS MILP per disjunct (:mod:`dpllnn.reduce.milp`; measured faster than the
+bound below ``eps`` on big boxes), then a HiGHS MILP per disjunct (:mod:`dpllnn.lp.milp`; measured faster than the
 search on product networks, whose LP relaxation of ``N - N`` is loose), then, if still open,
 :func:`dpllnn.search.verify.verify` on the property with the remaining time.  A counterexample is reported only after a
 float64 replay shows ``|N_A(x) - N_B(x)| > eps``.
@@ -32,7 +32,7 @@ from ..model.compose import pad_to_depth
 from ..network import Affine, Network
 from ..spec import Case, Disjunct, Spec
 from .forms import form_difference_bound
-from .milp import ReluMILP
+from ..lp.milp import ReluMILP
 from .stable import sample_box
 
 __all__ = ["product_network", "pad_to_depth", "check_equivalence", "EquivResult", "default_eps",

@@ -33,7 +33,7 @@ import numpy as np
 from ..bounds import alpha_crown, compute_bounds, pack
 from ..errors import InputFileError
 from ..network import Network
-from .milp import ReluMILP
+from ..lp.milp import ReluMILP
 from .regions import split_region
 
 __all__ = ["StableSets", "certify_stable", "load_region", "sample_box"]

@@ -192,6 +192,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         _add_stats(stats, "time_beta_s", theory.t_beta)
         _add_stats(stats, "beta_refuted", theory.n_beta_refuted)
         _add_stats(stats, "lemmas_imported", n_lemmas)
+        _add_stats(stats, "time_stabilise_s", theory.t_stabilise)
         _add_stats(stats, "refutation_clauses", theory.n_refutation_clauses)
         _add_stats(stats, "clause_lits_full", theory.clause_lits_full)
         _add_stats(stats, "clause_lits", theory.clause_lits)
@@ -276,6 +277,9 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             t = time.monotonic()
             units, nlp = _restart_tighten(theory, opened, deadline, restarts,
                                           cfg.root_intermediate_iters)
+            if (cfg.stabilise and not is_graph and not theory.root_infeasible
+                    and theory.t_stabilise <= cfg.stabilise_share * (time.monotonic() - t_start)):
+                units += _stabilise_root(theory, deadline, cfg, stats)
             n_tighten_lp += nlp
             t_tighten += time.monotonic() - t
             if theory.root_infeasible:
@@ -289,6 +293,35 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         progress.close()
         if theory.async_lp is not None:
             theory.async_lp.close()
+
+
+def _stabilise_root(theory, deadline, cfg, stats):
+    """MILP stabilisation of the root's near-stable neurons (:mod:`dpllnn.search.stabilise`):
+    the proved phases become root-fixed (the caller adds them as units) and the root is
+    re-bounded under them."""
+    from .stabilise import stabilise
+
+    t = time.monotonic()
+    try:
+        lits = stabilise(theory.network, theory.lb, theory.ub, theory.snaps[0].lbd, theory.fixed,
+                         theory.layer_off, max_neurons=cfg.stabilise_neurons,
+                         milp_s=cfg.stabilise_milp_s,
+                         deadline=min(deadline, t + cfg.stabilise_call_s), stats=stats)
+        if not lits:
+            return []
+        for lit in lits:
+            j = abs(lit) - 1
+            theory.fixed[j] = theory.phase[j] = 1 if lit > 0 else -1
+        old = theory.snaps[0].lbd   # valid on a superset of the new root: intersect with it
+        lbd = compute_bounds(theory.packed, theory.lb, theory.ub, theory.fixed.copy(), "crown",
+                             outer=old)
+        if lbd.infeasible:
+            theory.root_infeasible = True
+            return lits
+        theory.reset_root(lbd, own_objective=True)
+        return lits + _unit_lits(theory, lbd)
+    finally:
+        theory.t_stabilise += time.monotonic() - t
 
 
 def _restart_tighten(theory, opened, deadline, restarts, intermediate_iters):

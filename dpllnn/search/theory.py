@@ -169,6 +169,7 @@ class ReluTheory(ClauseShortening, TheoryLP):
         self.n_beta_refuted = 0
         self.clause_lits_full = self.clause_lits = self.n_shortened = self.n_recheck = 0
         self.n_refutation_clauses = 0
+        self.t_stabilise = 0.0           # MILP stabilisation between restarts (cdcl driver)
         #: every clause handed to the solver (reasons and external clauses), when
         #: ``record_clauses`` is set (validity tests), else None
         self.clause_log = [] if cfg.record_clauses else None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..lp.highs import new_highs
+from .highs import new_highs
 from ..network import Network
 
 __all__ = ["ReluMILP"]
@@ -40,9 +40,14 @@ class ReluMILP:
     z_lb, z_ub : list of ndarray -- sound pre-activation bounds of hidden layers ``0..upto-1``
     upto : int -- number of hidden layers encoded (0: queries are affine in ``x``)
     Wq : ndarray (m, width of layer upto-1, or n_inputs when upto = 0); bq : ndarray (m,)
+    threads : int or None -- HiGHS's ``threads`` option (None: leave it).  HiGHS has one thread
+        scheduler per process: once another instance started it with other settings (the CDCL
+        search's LPs), setting ``threads`` makes every ``run`` end in an error, so callers that
+        share a process with other HiGHS models pass None
     """
 
-    def __init__(self, network: Network, lb, ub, z_lb, z_ub, upto: int, Wq, bq):
+    def __init__(self, network: Network, lb, ub, z_lb, z_ub, upto: int, Wq, bq,
+                 threads: int | None = 1):
         import highspy
 
         self.n_in = network.n_inputs
@@ -116,7 +121,8 @@ class ReluMILP:
             lp.integrality_ = [highspy.HighsVarType.kInteger if t else highspy.HighsVarType.kContinuous
                                for t in integ]
         h = new_highs()
-        h.setOptionValue("threads", 1)
+        if threads is not None:
+            h.setOptionValue("threads", int(threads))
         h.setOptionValue("mip_feasibility_tolerance", 1e-9)
         h.setOptionValue("primal_feasibility_tolerance", 1e-9)
         h.setOptionValue("dual_feasibility_tolerance", 1e-9)
