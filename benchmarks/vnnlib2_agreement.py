@@ -11,7 +11,7 @@
 ``verdicts``: each instance of a list (``benchmarks/vnncomp/instances/*.csv``) is verified twice
 in this process, as ``NET.onnx PROP.vnnlib`` (1.0) and as the converted query with
 ``--network N=NET.onnx`` (the 2.0 path: parse, bind, lower, search); prints both verdicts and
-times per instance, the disagreements (a decided answer against a different decided answer
+times per instance (each from reading the files to the verdict), the disagreements (a decided answer against a different decided answer
 is a bug) and the time ratio.
 """
 from __future__ import annotations
@@ -56,6 +56,20 @@ def conversions(root: Path) -> int:
     return 1 if bad else 0
 
 
+def _io_shapes(path):
+    """The model's declared input and output shapes (a 2.0 declaration must match them)."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in g.initializer}
+
+    def dims(v):
+        return [d.dim_value if d.dim_value > 0 else 1 for d in v.type.tensor_type.shape.dim]
+
+    real_in = [v for v in g.input if v.name not in inits]
+    return dims(real_in[0]), dims(g.output[0])
+
+
 def verdicts(listing: Path, root: Path, timeout_s: float, limit: int | None,
              workers: int) -> int:
     from dpllnn.io.onnx_load import load_onnx
@@ -73,13 +87,15 @@ def verdicts(listing: Path, root: Path, timeout_s: float, limit: int | None,
         q2 = Path(tmp) / "q.vnnlib"
         for r in rows:
             onnx_p, prop = root / r["onnx"], root / r["vnnlib"]
+            t = time.monotonic()      # both times include reading the model and the property
             net = load_onnx(str(onnx_p))
             spec = parse_vnnlib(prop, net.n_inputs, net.n_outputs)
-            t = time.monotonic()
             v1 = verify(net, spec, timeout_s=timeout_s, workers=workers, seed=0).verdict.value
             t1 = time.monotonic() - t
-            q2.write_text(convert(prop.read_text(), spec.n_inputs, spec.n_outputs))
-            t = time.monotonic()
+            ishape, oshape = _io_shapes(onnx_p)
+            q2.write_text(convert(prop.read_text(), spec.n_inputs, spec.n_outputs,
+                                  input_shape=ishape, output_shape=oshape))
+            t = time.monotonic()      # (the conversion itself is not timed)
             v2 = solve_query(parse_query(q2), {"N": str(onnx_p)}, timeout_s=timeout_s,
                              workers=workers, seed=0).result.verdict.value
             t2 = time.monotonic() - t
