@@ -31,6 +31,7 @@ otherwise.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import numpy as np
@@ -165,7 +166,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             return {}
         return {"nodes": theory.n_nodes, "conflicts": theory.n_theory_conflicts,
                 "learned": theory.n_theory_conflicts + theory.n_blocked,
-                "lower_bound": theory.root_lower_bound()}
+                "lower_bound": _root_lower_bound(theory)}
 
     progress = contextlib.ExitStack()
     if live is not None:
@@ -293,6 +294,18 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
         progress.close()
         if theory.async_lp is not None:
             theory.async_lp.close()
+
+
+def _root_lower_bound(theory) -> float:
+    """The lowest lower bound, over the disjuncts not refuted at the root snapshot, of the
+    disjunct's best row (``> 0`` for all would prove the case); NaN without a root."""
+    s = theory.snaps[0] if theory.snaps else None
+    if s is None or theory.root_infeasible:
+        return math.nan
+    r = theory.rows
+    vals = [float(np.max(s.obj_lower[r[i]:r[i + 1]])) for i in range(len(theory.disj))
+            if not s.refuted[i] and r[i + 1] > r[i]]
+    return min(vals) if vals else math.nan
 
 
 def _stabilise_root(theory, deadline, cfg, stats):

@@ -32,7 +32,6 @@ had stable in that direction changes nothing).
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -249,17 +248,6 @@ class ReluTheory(ClauseShortening, TheoryLP):
         self.alpha_obj = alpha
         root.obj_lower = np.maximum(root.obj_lower, lower)
         root.refuted = self._refuted(root.obj_lower)
-
-    def root_lower_bound(self) -> float:
-        """The lowest lower bound, over the disjuncts not refuted at the root snapshot, of the
-        disjunct's best row (``> 0`` for all would prove the case); NaN without a root."""
-        s = self.snaps[0] if self.snaps else None
-        if s is None or self.root_infeasible:
-            return math.nan
-        r = self.rows
-        vals = [float(np.max(s.obj_lower[r[i]:r[i + 1]])) for i in range(len(self.disj))
-                if not s.refuted[i] and r[i + 1] > r[i]]
-        return min(vals) if vals else math.nan
 
     def _refuted(self, obj_lower):
         return np.array([bool(np.any(obj_lower[self.rows[i]:self.rows[i + 1]] > 0.0))
