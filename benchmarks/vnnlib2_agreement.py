@@ -2,7 +2,7 @@
 
     python benchmarks/vnnlib2_agreement.py conversions [--root DIR]
     python benchmarks/vnnlib2_agreement.py verdicts LIST.csv [--root DIR] [--timeout S]
-                                                   [--limit N] [--workers N]
+                                                   [--skip N] [--limit N] [--workers N]
 
 ``conversions``: every ``.vnnlib`` under the benchmarks root, converted to a single-network
 2.0 query (``tests/vnnlib_convert.py``), must give the same cases and disjuncts through
@@ -71,7 +71,7 @@ def _io_shapes(path):
 
 
 def verdicts(listing: Path, root: Path, timeout_s: float, limit: int | None,
-             workers: int) -> int:
+             workers: int, skip: int = 0) -> int:
     from dpllnn.io.onnx_load import load_onnx
     from dpllnn.io.vnnlib import parse_vnnlib
     from dpllnn.io.vnnlib2 import parse_query
@@ -79,7 +79,8 @@ def verdicts(listing: Path, root: Path, timeout_s: float, limit: int | None,
     from dpllnn.search.verify import verify
     from vnnlib_convert import convert
 
-    rows = list(csv.DictReader(listing.open()))[:limit]
+    rows = list(csv.DictReader(listing.open()))[skip:]
+    rows = rows[:limit]
     decided = {"1.0": 0, "2.0": 0}
     clash, ratios, t1s, t2s = [], [], [], []
     print(f"{'instance':58s} {'1.0':>8s} {'t1 s':>7s} {'2.0':>8s} {'t2 s':>7s}")
@@ -128,11 +129,12 @@ def main(argv=None) -> int:
     v.add_argument("--root")
     v.add_argument("--timeout", type=float, default=10.0)
     v.add_argument("--limit", type=int, default=None)
+    v.add_argument("--skip", type=int, default=0, help="leave out the first N instances")
     v.add_argument("--workers", type=int, default=1)
     a = ap.parse_args(argv)
     if a.what == "conversions":
         return conversions(_root(a.root))
-    return verdicts(a.listing, _root(a.root), a.timeout, a.limit, a.workers)
+    return verdicts(a.listing, _root(a.root), a.timeout, a.limit, a.workers, a.skip)
 
 
 if __name__ == "__main__":
