@@ -425,3 +425,29 @@ def test_internal_error_exits_1_without_verdict(tmp_path, monkeypatch):
                  "--results-file", str(res)])
     assert code == 1
     assert not res.exists()
+
+
+def test_an_interrupt_lost_in_a_destructor_is_raised_again():
+    """The handler's exception raised inside ``__del__`` is printed and dropped by Python; the
+    verify commands call ``raise_if_interrupted`` before answering, so no verdict follows."""
+    code = r"""
+import os, signal, sys, time
+from dpllnn import limits
+limits.install_signal_handlers(force_s=0)
+class Drop:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)                     # the handler runs here; Python drops its exception
+Drop()
+print("survived the destructor", flush=True)
+try:
+    limits.raise_if_interrupted()
+except limits.Interrupted as e:
+    print("raised again", e.signum, flush=True)
+    os._exit(0)
+os._exit(3)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "survived the destructor" in r.stdout, r.stderr
+    assert f"raised again {int(signal.SIGTERM)}" in r.stdout and r.returncode == 0, (r.stdout,
+                                                                                  r.stderr)
