@@ -123,11 +123,13 @@ class WorkerSlots:
         stop = threading.Event()
 
         def loop():
-            while not stop.wait(period_s):
+            while True:    # a first row at once, then one per period
                 try:
                     self.write(wid, read())
                 except Exception:  # display only: never let progress end a worker
-                    continue
+                    pass
+                if stop.wait(period_s):
+                    return
 
         t = threading.Thread(target=loop, name="dpllnn-progress-slot", daemon=True)
         t.start()
