@@ -175,8 +175,6 @@ def cmd_verify(args) -> int:
     result = verify(net, spec, timeout_s=remaining, seed=args.seed, workers=workers,
                     mode=args.mode, memory_limit_mb=args.memory_limit, parallel=args.parallel,
                     progress_s=progress_interval(args))
-    from . import limits
-    limits.raise_if_interrupted()      # no answer from a run a signal stopped
     result.time_s = time.monotonic() - t0
     if args.results_file:
         write_results_file(args.results_file, result)

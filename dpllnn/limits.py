@@ -429,8 +429,9 @@ def raise_if_interrupted() -> None:
     """Raise :class:`Interrupted` again if the handler ran.  Its exception can be lost: raised
     while the main thread was inside a ``__del__`` or a weakref callback (multiprocessing's,
     logging's locks), Python prints it as "Exception ignored" and goes on.  Measured: 1 SIGTERM
-    of 14 under load, the parent then saw its workers gone and printed ``unknown``.  Callers
-    check before answering, so an interrupted run never gives a verdict."""
+    of 14 under load, the parent then saw its workers gone and printed ``unknown``.
+    :func:`dpllnn.search.verify.verify` checks before it returns, so an interrupted run never
+    gives a verdict."""
     if _SIGNUM is not None:
         raise Interrupted(_SIGNUM)
 

@@ -32,7 +32,7 @@ __all__ = ["ClauseShortening"]
 
 class ClauseShortening:
     """Mixin of the theory: uses ``phase``, ``fixed``, ``snaps``, ``packed``, ``lb``, ``ub``,
-    ``method``, ``n``, ``objective_lower`` and ``_refuted``."""
+    ``method``, ``n``, ``hidden_alpha``, ``cfg``, ``objective_lower`` and ``_refuted``."""
 
     def _neg_literals(self, mask) -> list:
         """Negated phase literals of the neurons in ``mask`` (bool, (n_relus,))."""
@@ -72,10 +72,11 @@ class ClauseShortening:
         snap.short = (self._neg_literals(keep), ref)
         return snap.short
 
-    def refutation_reason(self, snap, i) -> list:
+    def refutation_reason(self, snap, i, full) -> list:
         """The phase part of the clause explaining that disjunct ``i`` is refuted at ``snap``
-        (negated literals; the module docstring's two shortenings)."""
-        full = self._neg_literals((self.phase != 0) & (self.fixed == 0))
+        (negated literals; the module docstring's two shortenings).  ``full``: the negated
+        assigned literals without the level-0 ones (``_neg_assigned()``), the clause used when
+        no shorter one is proved."""
         self.n_refutation_clauses += 1
         self.clause_lits_full += int(np.count_nonzero(self.phase)) + 1
         out = full

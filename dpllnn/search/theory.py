@@ -476,12 +476,15 @@ class ReluTheory(ClauseShortening, TheoryLP):
             self.n_implied += len(out)
         ref = snap.refuted
         if ref.any():
+            full = None
             for i in np.flatnonzero(ref).tolist():
                 sv = self.sel_val[i]
                 if sv == -1:
                     continue
+                if full is None:
+                    full = self._neg_assigned()
                 lit = -self.sel_vars[i]
-                self.reasons[lit] = [lit] + self.refutation_reason(snap, i)
+                self.reasons[lit] = [lit] + self.refutation_reason(snap, i, full)
                 if sv == 1:                 # selected disjunct refuted: conflict
                     self.n_theory_conflicts += 1
                     return [lit]

@@ -144,6 +144,7 @@ def verify(network: Network, spec: Spec, *, memory_limit_mb: float | None = None
     finally:
         if reporter is not None:
             reporter.stop()
+    limits.raise_if_interrupted()     # a signal whose exception was lost: no answer from this run
     if budget is not None:
         result.stats.update(budget.stats())
     return result

@@ -279,11 +279,12 @@ def _progress_slot(slots, wid, stats):
     if slots is None:
         yield None
         return
-    from .progress import LiveCounters, combine, from_stats
+    from .progress import LiveCounters
 
     live = LiveCounters()
+    live.stats = stats
     try:
-        with slots.writer(wid, lambda: combine([from_stats(stats), live.snapshot()])):
+        with slots.writer(wid, live.snapshot):
             yield live
     finally:
         slots.write(wid, {})
