@@ -146,6 +146,15 @@ class CdclSettings:
     #: (10 steps: 0.3 s, slightly looser; 40 steps: no better).  Also used in the alpha-CROWN
     #: re-bounding at restarts.
     root_intermediate_iters: int = 20
+    #: the same on graphs, where one step of every hidden node costs about a CROWN pass (sri
+    #: resnet_3b2 spec 6817: 7.2 s): steps per hidden node, and the share of the time left that
+    #: the root's (and every 4th restart's) hidden-layer steps may take; the nodes they do not
+    #: reach keep their CROWN bounds.  Measured there (root, 1 core): unstable 1625 -> 1612 /
+    #: 1607 / 1587 and the objective's CROWN bound -8.22 -> -7.84 / -7.52 / -6.79 with 1 / 2 / 5
+    #: steps (7.6 / 10.0 / 23.0 s); oval21 cifar_base img2908: 504 -> 498 unstable with 10 steps
+    #: (2.6 s; 20 or 40 steps, or step size 0.3, no tighter)
+    graph_intermediate_iters: int = 5
+    graph_intermediate_share: float = 0.1
     #: MILP stabilisation of near-stable root neurons at restarts (:mod:`dpllnn.search.stabilise`;
     #: dense chains): at most ``stabilise_neurons`` per restart, ``stabilise_milp_s`` seconds per
     #: MILP, ``stabilise_call_s`` per restart, and only while its total stays within

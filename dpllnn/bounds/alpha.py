@@ -169,7 +169,8 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
                 start_layer: int = 0, prev: LayerBounds | None = None, alpha0=None,
                 base: LayerBounds | None = None, early_stop: bool = False,
                 intermediate: bool = False, intermediate_iters: int = 10,
-                deadline: float | None = None) -> LayerBounds:
+                deadline: float | None = None,
+                intermediate_deadline: float | None = None) -> LayerBounds:
     """alpha-CROWN bounds on ``C @ y - d`` (Xu et al. 2021, *Fast and complete*).
 
     Parameters
@@ -192,6 +193,10 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
     deadline : float, optional
         Graphs only (``time.monotonic()``): their bound passes stop at it with
         :class:`dpllnn.errors.DeadlineReached`; a dense chain's pass takes milliseconds.
+    intermediate_deadline : float, optional
+        Graphs only (``time.monotonic()``): no hidden node's optimisation starts after it; the
+        later nodes get CROWN bounds (on a ResNet one alpha step of every hidden node costs about
+        a CROWN pass, 2-10 s).
 
     Returns
     -------
@@ -203,7 +208,10 @@ def alpha_crown(packed: PackedNet, lb, ub, phase, C, d=None, iters: int = 20, lr
     if getattr(packed, "is_graph", False):
         from .graph.alpha import graph_alpha_crown
         return graph_alpha_crown(packed, lb, ub, phase, C, d, iters, lr, start_layer, prev,
-                                 alpha0=alpha0, base=base, deadline=deadline)
+                                 alpha0=alpha0, base=base, deadline=deadline,
+                                 intermediate=intermediate,
+                                 intermediate_iters=intermediate_iters,
+                                 intermediate_deadline=intermediate_deadline)
     xl, xu = _box(packed, lb, ub)
     C, d = _objective(C, d, packed.n_outputs)
     m = C.shape[0]

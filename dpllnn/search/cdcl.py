@@ -276,8 +276,7 @@ def search_case(network, spec, case_index, open_disjuncts, *, packed, deadline, 
             # budget exhausted: restart with tightened root bounds
             restarts += 1
             t = time.monotonic()
-            units, nlp = _restart_tighten(theory, opened, deadline, restarts,
-                                          cfg.root_intermediate_iters)
+            units, nlp = _restart_tighten(theory, opened, deadline, restarts, cfg)
             if (cfg.stabilise and not is_graph and not theory.root_infeasible
                     and theory.t_stabilise <= cfg.stabilise_share * (time.monotonic() - t_start)):
                 units += _stabilise_root(theory, deadline, cfg, stats)
@@ -337,9 +336,12 @@ def _stabilise_root(theory, deadline, cfg, stats):
         theory.t_stabilise += time.monotonic() - t
 
 
-def _restart_tighten(theory, opened, deadline, restarts, intermediate_iters):
-    """Between chunks: re-bound the root under the fixed literals (alpha-CROWN every 4th)."""
+def _restart_tighten(theory, opened, deadline, restarts, cfg):
+    """Between chunks: re-bound the root under the fixed literals (alpha-CROWN every 4th; on
+    graphs its hidden-layer steps within ``cfg.graph_intermediate_share`` of the time left)."""
     packed = theory.packed
+    is_graph = getattr(packed, "is_graph", False)
+    intermediate_iters = cfg.graph_intermediate_iters if is_graph else cfg.root_intermediate_iters
     units = []
     nlp = 0
     if time.monotonic() >= deadline:
@@ -352,8 +354,14 @@ def _restart_tighten(theory, opened, deadline, restarts, intermediate_iters):
         return units, nlp
     if restarts % 4 == 1:
         # intermediate layers too (as at the root): the new root snapshot bounds every node
+        kw = {}
+        if is_graph:
+            now = time.monotonic()
+            kw = {"deadline": deadline, "intermediate_deadline":
+                  now + cfg.graph_intermediate_share * max(0.0, deadline - now)}
         al = alpha_crown(packed, theory.lb, theory.ub, fixed, theory.C, theory.d, iters=30, base=lbd,
-                         intermediate=True, intermediate_iters=intermediate_iters)
+                         intermediate=intermediate_iters > 0,
+                         intermediate_iters=max(intermediate_iters, 1), **kw)
         if al.infeasible:
             theory.root_infeasible = True
             return units, nlp

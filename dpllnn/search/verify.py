@@ -41,7 +41,7 @@ from ..spec import Spec
 from .dispatch import search_case_dispatch
 
 def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate_iters=0,
-                base=None, deadline=None):
+                base=None, deadline=None, intermediate_deadline=None):
     """Refute disjuncts of ``case`` with root bounds.
 
     ``intermediate_iters > 0`` (``method="alpha"`` only): also optimise the hidden layers' bounds
@@ -49,6 +49,8 @@ def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate
     ``base`` (``method="alpha"`` only): the case's CROWN root bounds, already computed, which
     alpha-CROWN starts from instead of recomputing them (it updates that object; on a ResNet
     the CROWN pass is most of the root's cost, 2-10 s).
+    ``intermediate_deadline`` (graphs, ``time.monotonic()``): no hidden node's optimisation
+    starts after it (:func:`dpllnn.bounds.alpha_crown`).
 
     Returns
     -------
@@ -62,6 +64,8 @@ def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate
     # graphs stop at the deadline (DeadlineReached); a dense chain's root takes milliseconds
     kw = {"deadline": deadline} if getattr(packed, "is_graph", False) and deadline else {}
     if method == "alpha":
+        if intermediate_deadline is not None and kw:
+            kw["intermediate_deadline"] = intermediate_deadline
         lbd = alpha_crown(packed, case.lb, case.ub, None, C, d, intermediate=intermediate_iters > 0,
                           intermediate_iters=max(intermediate_iters, 1), base=base, **kw)
     else:
@@ -278,7 +282,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
             t = time.monotonic()
             stage("root bounds (alpha-CROWN)")
             _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats,
-                        settings.cdcl.root_intermediate_iters)
+                        settings.cdcl)
             stats["root_bounds_s"] += time.monotonic() - t
             if not any(open_per_case[ci] for ci in live):
                 stats["root_refuted"] = spec.n_disjuncts
@@ -360,8 +364,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     todo = [ci for ci in todo if ci not in proved]
     t = time.monotonic()
     stage("root bounds (alpha-CROWN)")
-    _alpha_root(packed, spec, todo, open_per_case, roots, deadline, stats,
-                settings.cdcl.root_intermediate_iters)
+    _alpha_root(packed, spec, todo, open_per_case, roots, deadline, stats, settings.cdcl)
     stats["root_bounds_s"] += time.monotonic() - t
     todo = [ci for ci in todo if open_per_case[ci]]
     if not todo:
@@ -405,11 +408,18 @@ class _AttackBeside:
         self.q.cancel_join_thread()
 
 
-def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats, intermediate_iters):
+def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats, cfg):
     """alpha-CROWN (objective and hidden layers) at the root of every live case with open
     disjuncts: refutes more disjuncts (``open_per_case`` updated) and leaves the tighter bounds
-    in ``roots`` for the CDCL search to start from (``intermediate_iters`` alpha-CROWN steps
-    per hidden layer: ``CdclSettings.root_intermediate_iters``)."""
+    in ``roots`` for the CDCL search to start from (alpha-CROWN steps per hidden layer:
+    ``cfg.root_intermediate_iters``, on graphs ``cfg.graph_intermediate_iters`` within
+    ``cfg.graph_intermediate_share`` of the time left; ``cfg`` is the CdclSettings)."""
+    is_graph = getattr(packed, "is_graph", False)
+    intermediate_iters = cfg.graph_intermediate_iters if is_graph else cfg.root_intermediate_iters
+    t0 = time.monotonic()
+    # one share for all cases: the hidden-layer steps stop there, the search gets the rest
+    inter_deadline = t0 + cfg.graph_intermediate_share * max(0.0, deadline - t0) \
+        if is_graph else None
     for ci in live:
         still, case = open_per_case[ci], spec.cases[ci]
         if still and time.monotonic() < deadline:
@@ -418,7 +428,7 @@ def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats, inter
                                        base=root if root is not None and root.method == "crown"
                                        and not root.infeasible else None,
                                        intermediate_iters=intermediate_iters,
-                                       deadline=deadline)
+                                       deadline=deadline, intermediate_deadline=inter_deadline)
             if len(still2) < len(still):
                 stats["alpha_refuted"] = stats.get("alpha_refuted", 0) + len(still) - len(still2)
             open_per_case[ci] = still2

@@ -14,69 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...model.graph import Relu
 from .crown import backward_lower
+from .slopes import adam_step, alpha_lower_and_grad
 
-__all__ = ["graph_alpha_crown", "graph_optimise_alpha", "alpha_lower_and_grad",
-           "lower_and_grads", "graph_backward_coefficients"]
-
-
-def alpha_lower_and_grad(st, target, A, alpha):
-    """Lower bounds (m,) of ``<A, node target>`` under slopes ``alpha`` (m, n_relus) and their
-    gradient with respect to ``alpha`` (m, n_relus; zero outside unstable neurons)."""
-    lower, grad, _ = lower_and_grads(st, target, A, alpha)
-    return lower, grad
-
-
-def lower_and_grads(st, target, A, alpha, beta=None, sign=None):
-    """As :func:`alpha_lower_and_grad`, with beta-CROWN multipliers: the bound of
-    ``<A, node target> - sum_j beta[r, j] sign[j] z_j`` (:mod:`.beta`) and its supergradients.
-
-    Parameters
-    ----------
-    beta : ndarray (m, n_relus) >= 0, optional;  sign : ndarray float (n_relus,) in {-1, 0, 1}
-
-    Returns
-    -------
-    (lower (m,), grad_alpha (m, n_relus), grad_beta (m, n_relus) or None)
-    """
-    gp, g = st.gp, st.gp.graph
-    m = A.shape[0]
-    tape = {}
-    betas = None
-    if beta is not None:
-        z = gp.zoff
-        B = -beta * sign
-        betas = {k: B[:, z[k]:z[k + 1]] for k in range(gp.n_layers) if np.any(sign[z[k]:z[k + 1]])}
-    lower, A0 = backward_lower(st, target, A, alphas=alpha, want_coeffs=True, tape=tape,
-                               betas=betas)
-    xl, xu = st.lo[0].reshape(-1), st.hi[0].reshape(-1)
-    vals = {0: np.where(A0 >= 0.0, xl, xu).reshape((m,) + g.nodes[0].shape)}
-    grad = np.zeros((m, gp.n_relus))
-    gbeta = None if beta is None else np.zeros((m, gp.n_relus))
-    need = sorted(g.ancestors(target) | {target})
-    for v in need:
-        if v == 0:
-            continue
-        nd = g.nodes[v]
-        if isinstance(nd.op, Relu):
-            k = gp.relu_index[v]
-            z = vals[nd.inputs[0]].reshape(m, -1)
-            z0, z1 = gp.zoff[k], gp.zoff[k + 1]
-            if k in tape:
-                if gbeta is not None:
-                    gbeta[:, z0:z1] = -sign[z0:z1] * z
-                Af, lo_s, up_s, icpt = tape[k]
-                Ap = np.maximum(Af, 0.0)
-                lo_s = np.broadcast_to(lo_s, z.shape)
-                grad[:, z0:z1] = Ap * z * ((up_s != 1.0) & (up_s != 0.0))
-                out = np.where(Ap > 0.0, lo_s * z, up_s * z + icpt)
-            else:
-                out = np.maximum(z, 0.0)
-            vals[v] = out.reshape((m,) + nd.shape)
-        else:
-            vals[v] = nd.op.forward(*[vals[i] for i in nd.inputs])
-    return lower, grad, gbeta
+__all__ = ["graph_alpha_crown", "graph_optimise_alpha", "graph_backward_coefficients"]
 
 
 def graph_backward_coefficients(gp, lbd, C, d=None, alpha=None):
@@ -126,14 +67,6 @@ def graph_optimise_alpha(gp, xl, xu, base, C, d, iters: int = 20, lr: float = 0.
     return best, best_alpha
 
 
-def adam_step(grad, mom, vel, t, lr, b1=0.9, b2=0.999):
-    """One Adam ascent step (Kingma & Ba 2015) from gradient ``grad`` at step ``t >= 1``:
-    returns ``(step, mom, vel)``; the caller adds ``step`` and projects."""
-    mom = b1 * mom + (1 - b1) * grad
-    vel = b2 * vel + (1 - b2) * grad * grad
-    return lr * (mom / (1 - b1 ** t)) / (np.sqrt(vel / (1 - b2 ** t)) + 1e-12), mom, vel
-
-
 def _initial_alpha(lbd, m):
     l, u = lbd.lb, lbd.ub
     a = np.where(u >= -l, 1.0, 0.0)
@@ -143,9 +76,13 @@ def _initial_alpha(lbd, m):
 def graph_alpha_crown(gp, lb, ub, phase, C, d=None, iters: int = 20, lr: float = 0.1,
                       start_layer: int = 0, prev=None, outer=None, alpha0=None, base=None,
                       early_stop: bool = False, intermediate: bool = False,
-                      intermediate_iters: int = 10, deadline=None):
-    """alpha-CROWN on the objective of a graph; as :func:`dpllnn.bounds.alpha_crown`
-    (``intermediate`` is accepted and ignored: the hidden bounds stay CROWN's).
+                      intermediate_iters: int = 10, deadline=None, intermediate_deadline=None):
+    """alpha-CROWN on the objective of a graph; as :func:`dpllnn.bounds.alpha_crown`.
+
+    ``intermediate``: first re-sweep the graph from ``base`` (the CROWN bounds) with every hidden
+    node's unstable neurons optimised, ``intermediate_iters`` steps each, until
+    ``intermediate_deadline`` (:func:`.api.graph_bounds` ``alpha_iters``); the objective's slopes
+    are then optimised on those bounds.
 
     Returns
     -------
@@ -163,6 +100,17 @@ def graph_alpha_crown(gp, lb, ub, phase, C, d=None, iters: int = 20, lr: float =
     base.method = "alpha"
     if base.infeasible:
         return base
+    if intermediate and intermediate_iters > 0:
+        # the objective's CROWN bound is not monotone in the hidden bounds: keep the better
+        crown_lo, crown_hi = base.obj_lower, base.obj_upper
+        base = graph_bounds(gp, lb, ub, phase, "crown", start_layer, prev, C=C, d=d, outer=base,
+                            deadline=deadline, alpha_iters=intermediate_iters,
+                            alpha_deadline=intermediate_deadline, alpha_only=True)
+        base.method = "alpha"
+        if base.infeasible:
+            return base
+        base.obj_lower = np.maximum(base.obj_lower, crown_lo)
+        base.obj_upper = np.minimum(base.obj_upper, crown_hi)
     lower, alpha = graph_optimise_alpha(gp, lb, ub, base, C, d, iters, lr, alpha0, deadline)
     best = np.maximum(base.obj_lower, lower)
     best_alpha = alpha

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .alpha import adam_step, lower_and_grads
+from .slopes import adam_step, lower_and_grads
 
 __all__ = ["graph_beta_objective_lower"]
 

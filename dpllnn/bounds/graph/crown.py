@@ -132,7 +132,9 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
     m = A.shape[0]
     if alphas is not None and not isinstance(alphas, dict):   # flat (m, n_relus) slopes
         z = st.gp.zoff
-        alphas = {k: alphas[:, z[k]:z[k + 1]] for k in range(st.gp.n_layers)}
+        # (m, w): slopes of the first ReLUs only (an intermediate node's ancestors)
+        alphas = {k: alphas[:, z[k]:z[k + 1]] for k in range(st.gp.n_layers)
+                  if z[k + 1] <= alphas.shape[1]}
     step = _rows_chunk(st.gp, target)
     if m > step and tape is None and betas is None:
         outs = [backward_lower(st, target, A[s:s + step],
