@@ -60,17 +60,23 @@ def test_hidden_alpha_sound_and_not_looser(seed):
     assert_sound(al, Z, Y, C, d, ph, x0)
 
 
+def _crown_then_alpha(seeds_, **kw):
+    """Per feasible region of ``seeds_``: (region, its CROWN bounds, the hidden-alpha re-sweep
+    on them with ``kw``)."""
+    for seed in seeds_:
+        reg = _region(seed)
+        gp, xl, xu, ph, _, _, _, C, d = reg
+        crown = graph_bounds(gp, xl, xu, ph, "crown", C=C, d=d)
+        if not crown.infeasible:
+            yield reg, crown, graph_bounds(gp, xl, xu, ph, "crown", C=C, d=d, outer=crown,
+                                           alpha_only=True, **kw)
+
+
 def test_hidden_alpha_tightens_some_graphs():
     """Over 40 random regions, the optimised slopes narrow some hidden interval by more than
     rounding: the optimisation does something."""
     tighter = 0
-    for seed in range(40):
-        gp, xl, xu, ph, _, _, _, C, d = _region(seed)
-        crown = graph_bounds(gp, xl, xu, ph, "crown", C=C, d=d)
-        if crown.infeasible:
-            continue
-        al = graph_bounds(gp, xl, xu, ph, "crown", C=C, d=d, outer=crown, alpha_iters=10,
-                          alpha_lr=0.3, alpha_only=True)
+    for (gp, *_), crown, al in _crown_then_alpha(range(40), alpha_iters=10, alpha_lr=0.3):
         w0 = np.nansum(crown.z_ub[:gp.n_relus] - crown.z_lb[:gp.n_relus])
         w1 = np.nansum(al.z_ub[:gp.n_relus] - al.z_lb[:gp.n_relus])
         tighter += bool(w1 < w0 - 1e-9 * (1 + w0))
@@ -95,13 +101,9 @@ def test_graph_alpha_crown_intermediate(seed):
 def test_past_deadline_keeps_outer():
     """With the time share used up, no node is optimised: every hidden interval is IBP
     intersected with ``outer`` (so inside it), and the pass costs no CROWN rows."""
-    for seed in range(10):
-        gp, xl, xu, ph, x0, Z, Y, C, d = _region(seed)
-        crown = graph_bounds(gp, xl, xu, ph, "crown", C=C, d=d)
-        if crown.infeasible:
-            continue
-        al = graph_bounds(gp, xl, xu, ph, "crown", C=C, d=d, outer=crown, alpha_iters=5,
-                          alpha_deadline=time.monotonic() - 1.0, alpha_only=True)
+    past = time.monotonic() - 1.0
+    for (gp, xl, xu, ph, x0, Z, Y, C, d), crown, al in _crown_then_alpha(
+            range(10), alpha_iters=5, alpha_deadline=past):
         assert_sound(al, Z, Y, C, d, ph, x0)
         _inside(al, crown)
         h = slice(0, gp.n_relus)
