@@ -356,8 +356,9 @@ def _restart_tighten(theory, opened, deadline, restarts, cfg):
         # intermediate layers too (as at the root): the new root snapshot bounds every node
         kw = {}
         if is_graph:
+            # no DeadlineReached from here: in a worker it would read as an error, not a timeout
             now = time.monotonic()
-            kw = {"deadline": deadline, "intermediate_deadline":
+            kw = {"intermediate_deadline":
                   now + cfg.graph_intermediate_share * max(0.0, deadline - now)}
         al = alpha_crown(packed, theory.lb, theory.ub, fixed, theory.C, theory.d, iters=30, base=lbd,
                          intermediate=intermediate_iters > 0,
