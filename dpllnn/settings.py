@@ -15,6 +15,7 @@ Unless stated otherwise, the figures are wall times on the project's 2-core mach
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 __all__ = ["InputSplitSettings", "TheorySettings", "CdclSettings", "ParallelSettings",
@@ -177,6 +178,16 @@ class CdclSettings:
     fsb_top: int = 8
     #: the theory's settings
     theory: TheorySettings = field(default_factory=TheorySettings)
+
+    def hidden_alpha(self, is_graph: bool, deadline: float) -> tuple:
+        """What a root (re-)bounding gives the hidden layers' alpha-CROWN, from now on:
+        ``(steps per hidden node, time.monotonic() after which no node's steps start, or None
+        for dense chains, which take milliseconds)``."""
+        if not is_graph:
+            return self.root_intermediate_iters, None
+        now = time.monotonic()
+        return (self.graph_intermediate_iters,
+                now + self.graph_intermediate_share * max(0.0, deadline - now))
 
 
 @dataclass(frozen=True)

@@ -340,8 +340,6 @@ def _restart_tighten(theory, opened, deadline, restarts, cfg):
     """Between chunks: re-bound the root under the fixed literals (alpha-CROWN every 4th; on
     graphs its hidden-layer steps within ``cfg.graph_intermediate_share`` of the time left)."""
     packed = theory.packed
-    is_graph = getattr(packed, "is_graph", False)
-    intermediate_iters = cfg.graph_intermediate_iters if is_graph else cfg.root_intermediate_iters
     units = []
     nlp = 0
     if time.monotonic() >= deadline:
@@ -354,15 +352,11 @@ def _restart_tighten(theory, opened, deadline, restarts, cfg):
         return units, nlp
     if restarts % 4 == 1:
         # intermediate layers too (as at the root): the new root snapshot bounds every node
-        kw = {}
-        if is_graph:
-            # no DeadlineReached from here: in a worker it would read as an error, not a timeout
-            now = time.monotonic()
-            kw = {"intermediate_deadline":
-                  now + cfg.graph_intermediate_share * max(0.0, deadline - now)}
+        # no deadline= (DeadlineReached): in a worker it would read as an error, not a timeout
+        iters, inter_deadline = cfg.hidden_alpha(getattr(packed, "is_graph", False), deadline)
         al = alpha_crown(packed, theory.lb, theory.ub, fixed, theory.C, theory.d, iters=30, base=lbd,
-                         intermediate=intermediate_iters > 0,
-                         intermediate_iters=max(intermediate_iters, 1), **kw)
+                         intermediate=iters > 0, intermediate_iters=max(iters, 1),
+                         intermediate_deadline=inter_deadline)
         if al.infeasible:
             theory.root_infeasible = True
             return units, nlp

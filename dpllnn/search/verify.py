@@ -414,12 +414,9 @@ def _alpha_root(packed, spec, live, open_per_case, roots, deadline, stats, cfg):
     in ``roots`` for the CDCL search to start from (alpha-CROWN steps per hidden layer:
     ``cfg.root_intermediate_iters``, on graphs ``cfg.graph_intermediate_iters`` within
     ``cfg.graph_intermediate_share`` of the time left; ``cfg`` is the CdclSettings)."""
-    is_graph = getattr(packed, "is_graph", False)
-    intermediate_iters = cfg.graph_intermediate_iters if is_graph else cfg.root_intermediate_iters
-    t0 = time.monotonic()
     # one share for all cases: the hidden-layer steps stop there, the search gets the rest
-    inter_deadline = t0 + cfg.graph_intermediate_share * max(0.0, deadline - t0) \
-        if is_graph else None
+    intermediate_iters, inter_deadline = cfg.hidden_alpha(getattr(packed, "is_graph", False),
+                                                          deadline)
     for ci in live:
         still, case = open_per_case[ci], spec.cases[ci]
         if still and time.monotonic() < deadline:

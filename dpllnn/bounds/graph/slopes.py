@@ -114,6 +114,10 @@ def optimise_node_rows(st, v, rows, shape, iters: int, lr: float = 0.1, deadline
     Returns
     -------
     (lower (r,), upper (r,)) : ndarray float64
+
+    Raises
+    ------
+    ValueError -- ``v`` has no ReLU before it (its slopes would be empty), or ``iters <= 0``
     """
     gp, g = st.gp, st.gp.graph
     ks = [gp.relu_index[a] for a in g.ancestors(v) if isinstance(g.nodes[a].op, Relu)]
