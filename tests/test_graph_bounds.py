@@ -539,3 +539,80 @@ def test_minimisers_are_vertices(seed):
     low, _ = graph_objective_bounds(gp, xl, xu, lbd, C, upper=False)
     O = np.einsum("ij,ij->i", g.forward(V), C)
     assert np.all(O >= low)
+
+
+# ---- work skipped where it cannot tighten -------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds)
+def test_output_crown_off_keeps_ibp_and_outer(seed):
+    """``output_crown=False`` (search nodes that bound their objective rows directly): hidden
+    bounds as with the output pass; output bounds sound and no looser than IBP or ``outer``."""
+    rng = np.random.default_rng(seed)
+    g = random_graph(rng)
+    gp, xl, xu, ph, out, (Z, Y, C, d, x0) = check_region(g, rng)
+    root = graph_bounds(gp, xl, xu)               # an outer set valid on a superset of the region
+    full = graph_bounds(gp, xl, xu, ph, "crown", outer=root)
+    lean = graph_bounds(gp, xl, xu, ph, "crown", outer=root, output_crown=False)
+    assert_sound(lean, Z, Y, None, None, ph, x0)
+    if full.infeasible:
+        return
+    assert not lean.infeasible      # the hidden bounds are the same, so the same contradiction
+    h = g.n_relus
+    np.testing.assert_array_equal(lean.z_lb[:h], full.z_lb[:h])
+    np.testing.assert_array_equal(lean.z_ub[:h], full.z_ub[:h])
+    ibp = out["ibp"]        # IBP from the IBP-only hidden bounds: lean's IBP starts tighter
+    if not ibp.infeasible:
+        assert np.all(lean.z_lb[h:] >= np.maximum(ibp.z_lb[h:], root.z_lb[h:]) - 1e-12)
+        assert np.all(lean.z_ub[h:] <= np.minimum(ibp.z_ub[h:], root.z_ub[h:]) + 1e-12)
+
+
+def _affine_range(f, xl, xu):
+    """Exact range of an affine map ``f`` (rows of points -> rows of values) over a box: its
+    matrix from unit steps, then centre +- |A| radius."""
+    c, r = (xl + xu) / 2, (xu - xl) / 2
+    f0 = f(c[None])[0]
+    A = f(c[None] + np.eye(c.size)) - f0               # row i: the column of input i
+    return f0 - np.abs(A).T @ r, f0 + np.abs(A).T @ r
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds)
+def test_interval_exact_first_layer_is_the_exact_range(seed):
+    """The first pre-activation of every random graph is one Conv of the (possibly normalised)
+    input box: it gets interval bounds only, and they are its exact range (to rounding)."""
+    from dpllnn.bounds.graph.api import _interval_exact
+    rng = np.random.default_rng(seed)
+    g = random_graph(rng)
+    assert g.relu_input(0) in _interval_exact(g)
+    xl, xu = random_box(rng, g.n_inputs)
+    lbd = graph_bounds(pack_graph(g), xl, xu)
+    n0 = g.hidden_sizes[0]
+    lo, hi = _affine_range(lambda X: g.pre_activations(X)[0], xl, xu)
+    scale = 1.0 + np.abs(lo) + np.abs(hi)
+    assert np.all(lbd.z_lb[:n0] <= lo) and np.all(lbd.z_ub[:n0] >= hi)
+    assert np.all(lo - lbd.z_lb[:n0] <= 1e-9 * scale), np.max(lo - lbd.z_lb[:n0])
+    assert np.all(lbd.z_ub[:n0] - hi <= 1e-9 * scale), np.max(lbd.z_ub[:n0] - hi)
+
+
+def test_interval_exact_stops_at_relu_and_joins():
+    """Only single-input ops fed by the box through box-preserving ops qualify: not a Conv
+    after a ReLU, not a Sum of two branches (the same coordinates may meet twice), and not a
+    Dense fed by a Dense (the composite is not one affine map of a box)."""
+    from dpllnn.bounds.graph.api import _interval_exact
+    rng = np.random.default_rng(0)
+    b = _B((1, 1, 3, 3))
+    s = b.add(Scale(np.full((1, 1, 1), 2.0), np.zeros((1, 1, 1)), b.shape(0)), 0)
+    c1 = _conv(b, rng, s, 1)
+    r1 = b.add(Relu(b.shape(c1)), c1)
+    c2 = _conv(b, rng, r1, 1)
+    c3 = _conv(b, rng, 0, 1)
+    sm = b.add(Sum((1.0, 1.0), b.shape(c2)), c2, c3)
+    f = b.add(Reshape(b.shape(sm), (1, 9)), sm)
+    d1 = b.add(Dense(rng.normal(size=(2, 9)), np.zeros(2), (1, 9)), f)
+    r2 = b.add(Relu(b.shape(d1)), d1)
+    f0 = b.add(Reshape(b.shape(0), (1, 9)), 0)
+    d2 = b.add(Dense(rng.normal(size=(2, 9)), np.zeros(2), (1, 9)), f0)
+    d3 = b.add(Dense(rng.normal(size=(2, 2)), np.zeros(2), (1, 2)), d2)
+    y = b.add(Sum((1.0, 1.0), (1, 2)), r2, d3)
+    g = Graph(b.nodes, y)
+    assert _interval_exact(g) == {s, c1, c3, f0, d2}

@@ -15,7 +15,8 @@ __all__ = ["compute_bounds"]
 
 def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown", start_layer: int = 0,
                    prev: LayerBounds | None = None, C=None, d=None, early_stop: bool = False,
-                   outer: LayerBounds | None = None, **alpha_kw) -> LayerBounds:
+                   outer: LayerBounds | None = None, output_crown: bool = True,
+                   **alpha_kw) -> LayerBounds:
     """Sound bounds on every pre-activation (and on ``C @ y - d``) over a box and a phase set.
 
     Parameters
@@ -46,6 +47,9 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
         alpha-CROWN): every recomputed layer is intersected with them before the next layer is
         bounded (IBP and CROWN), so the result is never looser than ``outer`` and later layers
         gain from it.  Ignored for ``"symbolic"``; NaN entries (infeasible ``outer``) are ignored.
+    output_crown : bool
+        Graphs only (``crown``): False keeps the output bounds at IBP intersected with ``outer``
+        (for a search node that bounds its objective rows directly); dense chains ignore it.
     **alpha_kw
         Passed to :func:`dpllnn.bounds.alpha.alpha_crown` for ``method="alpha"``.
 
@@ -60,7 +64,8 @@ def compute_bounds(packed: PackedNet, lb, ub, phase=None, method: str = "crown",
                                      prev=prev, outer=outer, **alpha_kw)
         from .graph.api import graph_bounds
         return graph_bounds(packed, lb, ub, phase, method, start_layer, prev, C=C, d=d,
-                            outer=outer, deadline=alpha_kw.get("deadline"))
+                            outer=outer, deadline=alpha_kw.get("deadline"),
+                            output_crown=output_crown)
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; choose from {METHODS}")
     if method == "alpha":

@@ -398,8 +398,11 @@ class ReluTheory(ClauseShortening, TheoryLP):
                 t = time.monotonic()
                 # intersected with the base's bounds (valid on a superset of this node, and
                 # possibly tighter: the root's alpha-CROWN bounds, or an earlier layer's)
+                # objective-only nodes bound their objective rows directly: the output
+                # neurons' own CROWN pass (2 rows per output) would cost more than those rows
                 lbd = compute_bounds(self.packed, self.lb, self.ub, ph.copy(), self.method,
-                                     start_layer=start, prev=base.lbd, outer=base.lbd)
+                                     start_layer=start, prev=base.lbd, outer=base.lbd,
+                                     output_crown=not self.objective_only)
                 self.n_nodes += 1
                 if not lbd.infeasible and self.hidden_alpha:
                     t1 = time.monotonic()

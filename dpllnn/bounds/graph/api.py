@@ -24,6 +24,7 @@ import numpy as np
 
 from ...errors import DeadlineReached
 from ...model.graph import Relu
+from ...model.ops import Pad, Reshape, Scale, Slice, Transpose
 from ..pack import ABS_MARGIN
 from ..layers import LayerBounds, _box, _infeasible, _objective, _zphase
 from .crown import SweepState, backward_lower, ibp_node
@@ -49,7 +50,8 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
                  start_layer: int = 0, prev: LayerBounds | None = None, C=None, d=None,
                  outer: LayerBounds | None = None, deadline: float | None = None,
                  alpha_iters: int = 0, alpha_deadline: float | None = None,
-                 alpha_lr: float = 0.1, alpha_only: bool = False) -> LayerBounds:
+                 alpha_lr: float = 0.1, alpha_only: bool = False,
+                 output_crown: bool = True) -> LayerBounds:
     """Sound bounds on every ReLU pre-activation and output of a graph (module docstring).
 
     Parameters and result as for :func:`dpllnn.bounds.compute_bounds` (``method`` in ``ibp``,
@@ -68,6 +70,13 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
     CROWN passes of the nodes it reaches.  ``alpha_only`` (with ``outer`` computed on the same
     box, e.g. its CROWN bounds): the pre-activations that get no alpha steps keep IBP intersected
     with ``outer`` instead of a CROWN pass that would mostly repeat ``outer``'s.
+
+    ``output_crown=False``: the output keeps IBP intersected with ``outer`` (a search node that
+    bounds its objective rows directly needs no CROWN pass of every output neuron).
+
+    A pre-activation that is one linear op of the input box, seen through element-wise affine
+    maps and coordinate selections only (:func:`_interval_exact`), gets no CROWN pass: interval
+    arithmetic is exact on one affine map of a box, so CROWN could only repeat it.
 
     Raises
     ------
@@ -116,6 +125,7 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
                 p = g.nodes[v].inputs[0]
                 lo[v], hi[v] = np.maximum(lo[p], 0.0), np.maximum(hi[p], 0.0)
     with_relu_before = _after_a_relu(g) if alpha_iters > 0 else set()
+    exact = _interval_exact(g) if use_crown else set()
     o_lb = o_ub = None
     if outer is not None and not outer.infeasible:
         o_lb = np.where(np.isnan(outer.z_lb), -np.inf, outer.z_lb)
@@ -148,6 +158,8 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
             alpha_here = (ks and alpha_iters > 0 and v in with_relu_before
                           and (alpha_deadline is None or time.monotonic() < alpha_deadline))
             if ks and alpha_only and o_lb is not None and not alpha_here:
+                rows = rows[:0]
+            if v in exact or (is_out and not output_crown):
                 rows = rows[:0]
             if rows.size and deadline is not None and time.monotonic() > deadline:
                 raise DeadlineReached("graph bounds: deadline reached")
@@ -187,6 +199,26 @@ def _after_a_relu(g) -> set:
     for v, nd in enumerate(g.nodes):
         if v and any(isinstance(g.nodes[i].op, Relu) or i in out for i in nd.inputs):
             out.add(v)
+    return out
+
+
+def _interval_exact(g) -> set:
+    """Nodes on which interval propagation is exact: one linear op of a box.
+
+    The input is a box; an element-wise affine map (:class:`Scale`) or a coordinate selection
+    without repeats (:class:`Pad` with its constant entries, :class:`Reshape`,
+    :class:`Transpose`, :class:`Slice`) of a box is again a box, and on a box the interval of
+    ``W x + b`` is its exact range.  Ops with several inputs are left out (their inputs may be
+    the same coordinates twice).
+    """
+    box = {0}
+    out = set()
+    for v, nd in enumerate(g.nodes):
+        if not v or len(nd.inputs) != 1 or nd.inputs[0] not in box or isinstance(nd.op, Relu):
+            continue
+        out.add(v)
+        if isinstance(nd.op, (Scale, Pad, Reshape, Transpose, Slice)):
+            box.add(v)
     return out
 
 
