@@ -616,3 +616,29 @@ def test_interval_exact_stops_at_relu_and_joins():
     y = b.add(Sum((1.0, 1.0), (1, 2)), r2, d3)
     g = Graph(b.nodes, y)
     assert _interval_exact(g) == {s, c1, c3, f0, d2}
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=seeds)
+def test_row_chunks_do_not_change_bounds(seed):
+    """One row per chunk (the smallest memory budget) gives the bounds of the default budget,
+    for CROWN's sweeps and for alpha-CROWN's per-row slopes."""
+    rng = np.random.default_rng(seed)
+    g = random_graph(rng)
+    xl, xu = random_box(rng, g.n_inputs)
+    ph, _ = random_phase(rng, g, xl, xu)
+    C, d = _objective(rng, g)
+    big, small = pack_graph(g), pack_graph(g, row_chunk_bytes=1)
+    for kw in ({}, {"alpha_iters": 3}):
+        a = graph_bounds(big, xl, xu, ph, "crown", C=C, d=d, **kw)
+        b = graph_bounds(small, xl, xu, ph, "crown", C=C, d=d, **kw)
+        assert a.infeasible == b.infeasible
+        if not a.infeasible:
+            np.testing.assert_allclose(b.z_lb, a.z_lb, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(b.z_ub, a.z_ub, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(b.obj_lower, a.obj_lower, rtol=1e-12, atol=1e-12)
+
+
+def test_row_chunk_budget_must_be_positive():
+    with pytest.raises(ValueError, match="row_chunk_bytes"):
+        pack_graph(random_graph(np.random.default_rng(0)), row_chunk_bytes=0)

@@ -24,10 +24,7 @@ import numpy as np
 from ...model.graph import Relu
 from ..pack import ABS_MARGIN
 
-__all__ = ["ibp_node", "relu_relaxation", "backward_lower", "ROW_CHUNK_BYTES"]
-
-#: bytes of one chunk of backward rows at the widest tensor (bounds the sweep's memory)
-ROW_CHUNK_BYTES = 64 << 20
+__all__ = ["ibp_node", "relu_relaxation", "backward_lower"]
 
 
 def ibp_node(op, los, his, gam):
@@ -100,7 +97,7 @@ class SweepState:
 
 def _rows_chunk(gp, target) -> int:
     widest = max(nd.size for nd in gp.graph.nodes[: target + 1])
-    return max(1, int(ROW_CHUNK_BYTES // (8 * 4 * max(widest, 1))))
+    return max(1, int(gp.row_chunk_bytes // (8 * 4 * max(widest, 1))))
 
 
 def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, overrides=None,

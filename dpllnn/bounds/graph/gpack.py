@@ -36,6 +36,10 @@ class GraphPacked(ZSpace):
     zoff : ndarray, int64, (n_layers + 2,) -- z-space offsets (module docstring)
     n_layers, n_inputs, n_outputs, n_relus, n_z : int
     margin_factor : float -- ``2 gamma_N``
+    row_chunk_bytes : int -- memory budget, bytes, of one chunk of backward rows at the widest
+        tensor (CROWN's sweeps and alpha's per-row slopes work through their rows in chunks
+        this big, so a worker's peak memory does not grow with the number of unstable
+        neurons); results do not depend on it
     """
 
     graph: object
@@ -48,6 +52,7 @@ class GraphPacked(ZSpace):
     n_relus: int
     n_z: int
     margin_factor: float
+    row_chunk_bytes: int = 64 << 20
 
     is_graph = True
 
@@ -57,8 +62,17 @@ class GraphPacked(ZSpace):
         return np.array([self.n_inputs] + self.hidden_sizes + [self.n_outputs], dtype=np.int64)
 
 
-def pack_graph(graph) -> GraphPacked:
-    """Prepare ``graph`` (a :class:`dpllnn.model.graph.Graph`) for the bound engine."""
+def pack_graph(graph, row_chunk_bytes: int = 64 << 20) -> GraphPacked:
+    """Prepare ``graph`` (a :class:`dpllnn.model.graph.Graph`) for the bound engine.
+
+    ``row_chunk_bytes`` (int, bytes, >= 1): see :class:`GraphPacked`.
+
+    Raises
+    ------
+    ValueError -- ``row_chunk_bytes < 1``
+    """
+    if int(row_chunk_bytes) < 1:
+        raise ValueError(f"row_chunk_bytes must be at least 1, got {row_chunk_bytes}")
     pre = tuple(graph.nodes[k].inputs[0] for k in graph.relu_nodes)
     relu_index = {k: r for r, k in enumerate(graph.relu_nodes)}
     sizes = [graph.nodes[k].size for k in graph.relu_nodes] + [graph.n_outputs]
@@ -70,4 +84,4 @@ def pack_graph(graph) -> GraphPacked:
     return GraphPacked(graph=graph, pre=pre, relu_index=relu_index, zoff=zoff,
                        n_layers=len(pre), n_inputs=graph.n_inputs, n_outputs=graph.n_outputs,
                        n_relus=int(zoff[len(pre)]), n_z=int(zoff[-1]),
-                       margin_factor=2.0 * gamma(N))
+                       margin_factor=2.0 * gamma(N), row_chunk_bytes=int(row_chunk_bytes))

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from ...model.graph import Relu
-from .crown import ROW_CHUNK_BYTES, backward_lower
+from .crown import backward_lower
 
 __all__ = ["alpha_lower_and_grad", "lower_and_grads", "adam_step", "optimise_node_rows"]
 
@@ -134,7 +134,7 @@ def optimise_node_rows(st, v, rows, shape, iters: int, lr: float = 0.1, deadline
     # per row: slopes, their best, Adam's two moments and the gradient (width each), the tape's
     # coefficients and slopes (width), the sweep's coefficients (a few of the widest node)
     per_row = 8 * (7 * width + 4 * widest)
-    block = int(max(1, min(rows.size, ROW_CHUNK_BYTES // (2 * per_row))))
+    block = int(max(1, min(rows.size, gp.row_chunk_bytes // (2 * per_row))))
     lower, upper = np.empty(rows.size), np.empty(rows.size)
     for s in range(0, rows.size, block):
         r = np.asarray(rows[s:s + block])
