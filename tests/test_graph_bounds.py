@@ -580,10 +580,10 @@ def _affine_range(f, xl, xu):
 def test_interval_exact_first_layer_is_the_exact_range(seed):
     """The first pre-activation of every random graph is one Conv of the (possibly normalised)
     input box: it gets interval bounds only, and they are its exact range (to rounding)."""
-    from dpllnn.bounds.graph.api import _interval_exact
+    from dpllnn.bounds.graph.gpack import interval_exact_nodes
     rng = np.random.default_rng(seed)
     g = random_graph(rng)
-    assert g.relu_input(0) in _interval_exact(g)
+    assert g.relu_input(0) in interval_exact_nodes(g)
     xl, xu = random_box(rng, g.n_inputs)
     lbd = graph_bounds(pack_graph(g), xl, xu)
     n0 = g.hidden_sizes[0]
@@ -598,7 +598,7 @@ def test_interval_exact_stops_at_relu_and_joins():
     """Only single-input ops fed by the box through box-preserving ops qualify: not a Conv
     after a ReLU, not a Sum of two branches (the same coordinates may meet twice), and not a
     Dense fed by a Dense (the composite is not one affine map of a box)."""
-    from dpllnn.bounds.graph.api import _interval_exact
+    from dpllnn.bounds.graph.gpack import interval_exact_nodes
     rng = np.random.default_rng(0)
     b = _B((1, 1, 3, 3))
     s = b.add(Scale(np.full((1, 1, 1), 2.0), np.zeros((1, 1, 1)), b.shape(0)), 0)
@@ -615,7 +615,7 @@ def test_interval_exact_stops_at_relu_and_joins():
     d3 = b.add(Dense(rng.normal(size=(2, 2)), np.zeros(2), (1, 2)), d2)
     y = b.add(Sum((1.0, 1.0), (1, 2)), r2, d3)
     g = Graph(b.nodes, y)
-    assert _interval_exact(g) == {s, c1, c3, f0, d2}
+    assert interval_exact_nodes(g) == {s, c1, c3, f0, d2}
 
 
 @settings(max_examples=15, deadline=None)

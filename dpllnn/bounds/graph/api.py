@@ -24,7 +24,6 @@ import numpy as np
 
 from ...errors import DeadlineReached
 from ...model.graph import Relu
-from ...model.ops import Pad, Reshape, Scale, Slice, Transpose
 from ..pack import ABS_MARGIN
 from ..layers import LayerBounds, _box, _infeasible, _objective, _zphase
 from .crown import SweepState, backward_lower, ibp_node
@@ -75,7 +74,7 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
     bounds its objective rows directly needs no CROWN pass of every output neuron).
 
     A pre-activation that is one linear op of the input box, seen through element-wise affine
-    maps and coordinate selections only (:func:`_interval_exact`), gets no CROWN pass: interval
+    maps and coordinate selections only (``GraphPacked.interval_exact``), gets no CROWN pass: interval
     arithmetic is exact on one affine map of a box, so CROWN could only repeat it.
 
     Raises
@@ -125,7 +124,6 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
                 p = g.nodes[v].inputs[0]
                 lo[v], hi[v] = np.maximum(lo[p], 0.0), np.maximum(hi[p], 0.0)
     with_relu_before = _after_a_relu(g) if alpha_iters > 0 else set()
-    exact = _interval_exact(g) if use_crown else set()
     o_lb = o_ub = None
     if outer is not None and not outer.infeasible:
         o_lb = np.where(np.isnan(outer.z_lb), -np.inf, outer.z_lb)
@@ -159,7 +157,7 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
                           and (alpha_deadline is None or time.monotonic() < alpha_deadline))
             if ks and alpha_only and o_lb is not None and not alpha_here:
                 rows = rows[:0]
-            if v in exact or (is_out and not output_crown):
+            if v in gp.interval_exact or (is_out and not output_crown):
                 rows = rows[:0]
             if rows.size and deadline is not None and time.monotonic() > deadline:
                 raise DeadlineReached("graph bounds: deadline reached")
@@ -199,26 +197,6 @@ def _after_a_relu(g) -> set:
     for v, nd in enumerate(g.nodes):
         if v and any(isinstance(g.nodes[i].op, Relu) or i in out for i in nd.inputs):
             out.add(v)
-    return out
-
-
-def _interval_exact(g) -> set:
-    """Nodes on which interval propagation is exact: one linear op of a box.
-
-    The input is a box; an element-wise affine map (:class:`Scale`) or a coordinate selection
-    without repeats (:class:`Pad` with its constant entries, :class:`Reshape`,
-    :class:`Transpose`, :class:`Slice`) of a box is again a box, and on a box the interval of
-    ``W x + b`` is its exact range.  Ops with several inputs are left out (their inputs may be
-    the same coordinates twice).
-    """
-    box = {0}
-    out = set()
-    for v, nd in enumerate(g.nodes):
-        if not v or len(nd.inputs) != 1 or nd.inputs[0] not in box or isinstance(nd.op, Relu):
-            continue
-        out.add(v)
-        if isinstance(nd.op, (Scale, Pad, Reshape, Transpose, Slice)):
-            box.add(v)
     return out
 
 

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...model.graph import Relu
+from ...model.ops import Pad, Reshape, Scale, Slice, Transpose
 from ..pack import ZSpace, gamma
 
-__all__ = ["GraphPacked", "pack_graph"]
+__all__ = ["GraphPacked", "pack_graph", "interval_exact_nodes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +42,8 @@ class GraphPacked(ZSpace):
         tensor (CROWN's sweeps and alpha's per-row slopes work through their rows in chunks
         this big, so a worker's peak memory does not grow with the number of unstable
         neurons); results do not depend on it
+    interval_exact : frozenset of int -- nodes whose interval bounds are their exact range
+        (:func:`interval_exact_nodes`): the CROWN pass skips them
     """
 
     graph: object
@@ -52,7 +56,8 @@ class GraphPacked(ZSpace):
     n_relus: int
     n_z: int
     margin_factor: float
-    row_chunk_bytes: int = 64 << 20
+    row_chunk_bytes: int
+    interval_exact: frozenset
 
     is_graph = True
 
@@ -84,4 +89,26 @@ def pack_graph(graph, row_chunk_bytes: int = 64 << 20) -> GraphPacked:
     return GraphPacked(graph=graph, pre=pre, relu_index=relu_index, zoff=zoff,
                        n_layers=len(pre), n_inputs=graph.n_inputs, n_outputs=graph.n_outputs,
                        n_relus=int(zoff[len(pre)]), n_z=int(zoff[-1]),
-                       margin_factor=2.0 * gamma(N), row_chunk_bytes=int(row_chunk_bytes))
+                       margin_factor=2.0 * gamma(N), row_chunk_bytes=int(row_chunk_bytes),
+                       interval_exact=interval_exact_nodes(graph))
+
+
+def interval_exact_nodes(g) -> frozenset:
+    """Nodes on which interval propagation is exact: one linear op of a box.
+
+    The input is a box; an element-wise affine map (:class:`Scale`) or a coordinate selection
+    without repeats (:class:`Pad` with its constant entries, :class:`Reshape`,
+    :class:`Transpose`, :class:`Slice`) of a box is again a box, and on a box the interval of
+    ``W x + b`` is its exact range.  Ops with several inputs are left out (their inputs may be
+    the same coordinates twice).  ``g``: a :class:`dpllnn.model.graph.Graph`; returns node
+    indices.
+    """
+    box = {0}
+    out = set()
+    for v, nd in enumerate(g.nodes):
+        if not v or len(nd.inputs) != 1 or nd.inputs[0] not in box or isinstance(nd.op, Relu):
+            continue
+        out.add(v)
+        if isinstance(nd.op, (Scale, Pad, Reshape, Transpose, Slice)):
+            box.add(v)
+    return frozenset(out)
