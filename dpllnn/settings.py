@@ -169,6 +169,17 @@ class CdclSettings:
     stabilise_milp_s: float = 2.0
     stabilise_call_s: float = 20.0
     stabilise_share: float = 0.3
+    #: the exact MILP of each disjunct the root bounds leave open (:mod:`dpllnn.search.
+    #: root_milp`), before the search, within ``root_milp_share`` of the time left, where the
+    #: root's unstable neurons lie in at most ``root_milp_max_depth`` ReLU layers of a path and
+    #: are at most ``root_milp_max_binaries``.  Measured (HiGHS, 1 core): verivital
+    #: Convnet_avgpool prop_7_0.04, one unstable layer of 5,299 neurons, both open disjuncts
+    #: proved in 10 s each (the search: timeout at 300 s); with two unstable layers it rarely
+    #: pays (mnist 256x4 prop_1_0.05: no answer in 30 s; 256x2 prop_10_0.05: 2 s and 30 s)
+    root_milp: bool = True
+    root_milp_share: float = 0.3
+    root_milp_max_depth: int = 1
+    root_milp_max_binaries: int = 20000
     #: heuristics cycled over restarts: (kind, layer_bias).  FSB rather than BaBSR, because (one
     #: worker, mnist_fc, BaBSR -> FSB): 256x4 prop_8_0.03 28.1 -> 15.3 s (447 -> 122 nodes), 256x2
     #: prop_10_0.05 19.1 -> 4.3 s; with 2 workers 256x4 prop_14_0.05 went from a 300 s timeout to

@@ -291,3 +291,17 @@ def test_conv_onnxruntime(case):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, naive_conv(op, x.astype(np.float64)), rtol=1e-12,
                                atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=seeds, nsp=st.sampled_from([1, 2]))
+def test_conv_csr_is_the_generic_csr(seed, nsp):
+    """Conv's im2col to_csr gives the same matrix as the generic transpose of identity rows."""
+    from dpllnn.model.ops.base import LinearOp
+
+    op = make_conv(np.random.default_rng(seed), nsp)
+    (M,), b = op.to_csr()
+    (M0,), b0 = LinearOp.to_csr(op)
+    assert M.shape == M0.shape
+    assert abs(M - M0).max() <= 1e-12 * (1.0 + abs(M0).max())
+    np.testing.assert_array_equal(b, b0)

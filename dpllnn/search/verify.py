@@ -39,6 +39,7 @@ from ..result import Result, Verdict
 from ..settings import DEFAULT, PARALLEL_SCHEMES, SearchSettings
 from ..spec import Spec
 from .dispatch import search_case_dispatch
+from .root_milp import milp_root
 
 def root_refute(packed, case, open_idx, method="crown", stats=None, intermediate_iters=0,
                 base=None, deadline=None, intermediate_deadline=None):
@@ -287,6 +288,17 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
             if not any(open_per_case[ci] for ci in live):
                 stats["root_refuted"] = spec.n_disjuncts
                 return done(Verdict.UNSAT, reason="root bounds")
+            if settings.cdcl.root_milp:
+                from ..validate import check_counterexample
+                stage("root MILP")
+                cex = milp_root(network, spec, live, open_per_case, roots, deadline, stats,
+                                settings.cdcl,
+                                lambda x: check_counterexample(network, spec, x))
+                if cex is not None:
+                    return done(Verdict.SAT, cex, "root MILP")
+                if not any(open_per_case[ci] for ci in live):
+                    stats["root_refuted"] = spec.n_disjuncts
+                    return done(Verdict.UNSAT, reason="root bounds and MILP")
             if beside is not None:
                 t = time.monotonic()
                 cex = beside.result()

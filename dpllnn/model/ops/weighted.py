@@ -230,6 +230,31 @@ class Conv(LinearOp):
         X = Xp[:, :, pt:pt + self._sp[0], pl:pl + self._sp[1]]
         return (np.ascontiguousarray(X).reshape((m,) + self.in_shape),)
 
+    def to_csr(self):
+        """The conv's sparse matrix from im2col of the input's flat indices: one entry per
+        (output, weight) pair that reads a real (not padded) input.  The generic transpose of
+        identity rows took 2.9 s on verivital's 32x27x27 conv; this takes milliseconds."""
+        import scipy.sparse as sp
+        N, C = self.in_shape[0], self.in_shape[1]
+        g = self.groups
+        co = self.W.shape[0]
+        cog, cg = co // g, C // g
+        Ho, Wo = self._out2
+        n_in = N * C * self._sp[0] * self._sp[1]
+        # flat input index + 1 (the zero padding reads index 0: no entry)
+        idx = self._cols(np.arange(1, n_in + 1, dtype=np.float64).reshape((N, C) + self._sp))
+        K = cg * idx.shape[4] * idx.shape[5]
+        ind = idx.reshape(N, g, cg, Ho, Wo, -1).transpose(0, 1, 3, 4, 2, 5).reshape(
+            N, g, 1, Ho, Wo, K)
+        val = self._Wg.reshape(1, g, cog, 1, 1, K)
+        rows = np.arange(N * co * Ho * Wo).reshape(N, g, cog, Ho, Wo, 1)
+        shape = (N, g, cog, Ho, Wo, K)
+        ind, val, rows = (np.broadcast_to(a, shape).reshape(-1) for a in (ind, val, rows))
+        keep = (ind > 0) & (val != 0.0)
+        M = sp.csr_matrix((val[keep], (rows[keep], ind[keep].astype(np.int64) - 1)),
+                          shape=(N * co * Ho * Wo, n_in))
+        return [M], self.bias_tensor().reshape(-1)
+
     def bias_term(self, A):
         m = A.shape[0]
         Ar = A.reshape(m, self.in_shape[0], self.W.shape[0], -1)
