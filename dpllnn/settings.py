@@ -257,6 +257,10 @@ class SearchSettings:
     #: them).  Instances that alpha-CROWN proves at the root used to wait for the whole attack
     #: budget first (1.5 s of a 120 s limit with 2 workers).
     first_attack_s: float = 0.3
+    #: graphs: the memory budget, bytes, of one chunk of backward rows in the bound engine
+    #: (:class:`dpllnn.bounds.graph.gpack.GraphPacked`): it keeps a worker's peak memory from
+    #: growing with the number of unstable neurons; bounds do not depend on it
+    graph_row_chunk_bytes: int = 64 << 20
     inputsplit: InputSplitSettings = field(default_factory=InputSplitSettings)
     cdcl: CdclSettings = field(default_factory=CdclSettings)
     parallel: ParallelSettings = field(default_factory=ParallelSettings)

@@ -616,6 +616,11 @@ def test_interval_exact_stops_at_relu_and_joins():
     y = b.add(Sum((1.0, 1.0), (1, 2)), r2, d3)
     g = Graph(b.nodes, y)
     assert interval_exact_nodes(g) == {s, c1, c3, f0, d2}
+    # the nodes behind a ReLU (hidden-layer alpha-CROWN's targets): the ReLU's consumers, the
+    # join that one of them feeds, and everything after; not the branch from the input alone
+    from dpllnn.bounds.graph.gpack import after_a_relu_nodes, pack_graph
+    assert after_a_relu_nodes(g) == {c2, sm, f, d1, r2, y}
+    assert pack_graph(g).after_a_relu == after_a_relu_nodes(g)
 
 
 @settings(max_examples=15, deadline=None)
@@ -642,3 +647,31 @@ def test_row_chunks_do_not_change_bounds(seed):
 def test_row_chunk_budget_must_be_positive():
     with pytest.raises(ValueError, match="row_chunk_bytes"):
         pack_graph(random_graph(np.random.default_rng(0)), row_chunk_bytes=0)
+
+
+def test_row_chunk_budget_reaches_the_engine_from_settings():
+    """``pack(network, row_chunk_bytes)`` sets a graph's budget (and leaves dense chains as they
+    are); verify hands ``SearchSettings.graph_row_chunk_bytes`` down and its verdict does not
+    depend on it."""
+    import dataclasses
+
+    import dpllnn
+    from dpllnn.bounds import pack
+    from dpllnn.settings import DEFAULT
+    from dpllnn.spec import Case, Disjunct, Spec
+
+    rng = np.random.default_rng(11)
+    g = random_graph(rng)
+    assert pack(g, 1).row_chunk_bytes == 1
+    assert pack(g).row_chunk_bytes == DEFAULT.graph_row_chunk_bytes
+    lb, ub = -0.5 * np.ones(g.n_inputs), 0.5 * np.ones(g.n_inputs)
+    Y = g.forward(lb + rng.random((256, g.n_inputs)) * (ub - lb))
+    C = np.zeros((1, g.n_outputs))
+    C[0, 0] = 1.0
+    spec = Spec([Case(lb, ub, [Disjunct(C, np.array([Y[:, 0].min() - 1.0]))])], g.n_inputs,
+                g.n_outputs)
+    tiny = dataclasses.replace(DEFAULT, graph_row_chunk_bytes=1)
+    a = dpllnn.verify(g, spec, timeout_s=20, workers=1, mode="cdcl")
+    b = dpllnn.verify(g, spec, timeout_s=20, workers=1, mode="cdcl", settings=tiny)
+    assert a.verdict == b.verdict
+    assert a.verdict.value in ("unsat", "sat")

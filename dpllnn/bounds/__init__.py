@@ -99,13 +99,18 @@ __all__ = ["PackedNet", "pack", "LayerBounds", "compute_bounds", "objective_boun
            "babsr_scores", "bounds_report", "warmup"]
 
 
-def pack(network):
+def pack(network, row_chunk_bytes: int | None = None):
     """``network`` prepared for the bound engine: a :class:`PackedNet` for a dense chain
     (:class:`dpllnn.network.Network`), a :class:`~dpllnn.bounds.graph.gpack.GraphPacked` for a
-    graph; both expose the z-space attributes of the contract above."""
+    graph; both expose the z-space attributes of the contract above.
+
+    ``row_chunk_bytes`` (graphs only; bytes, None: the default of
+    :func:`~dpllnn.bounds.graph.gpack.pack_graph`): the memory budget of one chunk of backward
+    rows.  Raises ValueError below 1."""
     if getattr(network, "is_graph", False):
         from .graph.gpack import pack_graph
-        return pack_graph(network)
+        return pack_graph(network) if row_chunk_bytes is None else \
+            pack_graph(network, row_chunk_bytes=row_chunk_bytes)
     return _pack_dense(network)
 
 

@@ -150,7 +150,7 @@ def search_parallel(network, spec, todo, open_per_case, *, chosen, deadline, see
             add(("task", len(plan)), 0, case=ci, open_idx=open_per_case[ci], seed=seed)
     else:
         from ..bounds import pack
-        packed = pack(network)
+        packed = pack(network, settings.graph_row_chunk_bytes)
         for ci in todo:
             whole = dict(case=ci, open_idx=open_per_case[ci], seed=seed, cube=[])
             if how == "portfolio":

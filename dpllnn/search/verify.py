@@ -235,7 +235,7 @@ def _verify(network: Network, spec: Spec, *, timeout_s: float = 60.0, seed: int 
     # mnist_fc the falsification budget had been most of the time of root-proved instances)
     t = time.monotonic()
     stage("root bounds (CROWN)")
-    packed = pack(network)
+    packed = pack(network, settings.graph_row_chunk_bytes)
     open_per_case, roots = {}, {}
     for ci in live:
         case = spec.cases[ci]

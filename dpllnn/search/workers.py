@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..result import Verdict
+from ..settings import DEFAULT
 
 __all__ = ["CaseTask", "FalsifyTask", "Done", "Spawned", "Skipped", "Falsified", "WorkerPool",
            "worker_loop", "run_task", "Lender", "Share", "context", "attack_process",
@@ -193,7 +194,7 @@ def worker_loop(wid: int, pool: WorkerPool) -> None:
     # owns shutdown: SIGTERM (from terminate()) ends the worker at once, Ctrl-C is the parent's.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    packed = pack(pool.network)
+    packed = pack(pool.network, (pool.settings or DEFAULT).graph_row_chunk_bytes)
     hungry, busy = pool.hungry, pool.busy
     lender = Lender(busy, pool.workers) if busy is not None else None
     idle = False

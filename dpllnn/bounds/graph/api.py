@@ -123,7 +123,7 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
             if isinstance(g.nodes[v].op, Relu):
                 p = g.nodes[v].inputs[0]
                 lo[v], hi[v] = np.maximum(lo[p], 0.0), np.maximum(hi[p], 0.0)
-    with_relu_before = _after_a_relu(g) if alpha_iters > 0 else set()
+    with_relu_before = gp.after_a_relu if alpha_iters > 0 else frozenset()
     o_lb = o_ub = None
     if outer is not None and not outer.infeasible:
         o_lb = np.where(np.isnan(outer.z_lb), -np.inf, outer.z_lb)
@@ -188,15 +188,6 @@ def graph_bounds(gp: GraphPacked, lb, ub, phase=None, method: str = "crown",
     if C is not None:
         out.obj_lower, out.obj_upper = graph_objective_bounds(
             gp, xl, xu, out, C, d, crown=use_crown)
-    return out
-
-
-def _after_a_relu(g) -> set:
-    """Indices of the nodes that have a ReLU node among their ancestors."""
-    out = set()
-    for v, nd in enumerate(g.nodes):
-        if v and any(isinstance(g.nodes[i].op, Relu) or i in out for i in nd.inputs):
-            out.add(v)
     return out
 
 

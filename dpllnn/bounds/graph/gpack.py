@@ -23,7 +23,7 @@ from ...model.graph import Relu
 from ...model.ops import Pad, Reshape, Scale, Slice, Transpose
 from ..pack import ZSpace, gamma
 
-__all__ = ["GraphPacked", "pack_graph", "interval_exact_nodes"]
+__all__ = ["GraphPacked", "pack_graph", "interval_exact_nodes", "after_a_relu_nodes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +44,8 @@ class GraphPacked(ZSpace):
         neurons); results do not depend on it
     interval_exact : frozenset of int -- nodes whose interval bounds are their exact range
         (:func:`interval_exact_nodes`): the CROWN pass skips them
+    after_a_relu : frozenset of int -- nodes with a ReLU node among their ancestors
+        (:func:`after_a_relu_nodes`): the ones hidden-layer alpha-CROWN optimises
     """
 
     graph: object
@@ -58,6 +60,7 @@ class GraphPacked(ZSpace):
     margin_factor: float
     row_chunk_bytes: int
     interval_exact: frozenset
+    after_a_relu: frozenset
 
     is_graph = True
 
@@ -90,7 +93,18 @@ def pack_graph(graph, row_chunk_bytes: int = 64 << 20) -> GraphPacked:
                        n_layers=len(pre), n_inputs=graph.n_inputs, n_outputs=graph.n_outputs,
                        n_relus=int(zoff[len(pre)]), n_z=int(zoff[-1]),
                        margin_factor=2.0 * gamma(N), row_chunk_bytes=int(row_chunk_bytes),
-                       interval_exact=interval_exact_nodes(graph))
+                       interval_exact=interval_exact_nodes(graph),
+                       after_a_relu=after_a_relu_nodes(graph))
+
+
+def after_a_relu_nodes(g) -> frozenset:
+    """Indices of the nodes of ``g`` (a :class:`dpllnn.model.graph.Graph`) that have a ReLU
+    node among their ancestors."""
+    out = set()
+    for v, nd in enumerate(g.nodes):
+        if v and any(isinstance(g.nodes[i].op, Relu) or i in out for i in nd.inputs):
+            out.add(v)
+    return frozenset(out)
 
 
 def interval_exact_nodes(g) -> frozenset:
