@@ -20,7 +20,34 @@ import numpy as np
 from ..model.graph import Relu
 from .layered import LayeredLP
 
-__all__ = ["GraphLP", "graph_lp_columns"]
+__all__ = ["GraphLP", "graph_lp_columns", "linear_node_rows"]
+
+
+def linear_node_rows(nd, cols, v, row, mag):
+    """The rows ``v - sum_i M_i u_i = b_v`` of linear node ``v`` (``M_i`` from ``op.to_csr``),
+    from row ``row`` on.
+
+    Parameters
+    ----------
+    nd : Node -- node ``v``;  cols : list of ndarray -- the LP columns of every node's values
+    v, row : int;  mag : list of ndarray -- a bound on ``|value|`` of every earlier node
+
+    Returns
+    -------
+    (ri, ci, vi) lists of COO parts; ``b_v`` ndarray (size,); ``sum_i |M_i| mag_i`` ndarray
+    (size,), the magnitude of the row's terms (its loosening scale)
+    """
+    mats, bias = nd.op.to_csr()
+    s = nd.size
+    ri, ci, vi = [np.arange(s) + row], [cols[v]], [np.ones(s)]
+    terms = np.zeros(s)
+    for i, M in zip(nd.inputs, mats):
+        M = M.tocoo()
+        ri.append(M.row.astype(np.int64) + row)
+        ci.append(cols[i][M.col])
+        vi.append(-M.data)
+        terms = terms + abs(M) @ mag[i]
+    return ri, ci, vi, np.asarray(bias, dtype=np.float64).reshape(-1), terms
 
 
 def graph_lp_columns(graph) -> int:
@@ -95,20 +122,13 @@ class GraphLP(LayeredLP):
                 nk = k
                 off += s_
                 continue
-            mats, bias = nd.op.to_csr()
             s_ = nd.size
-            ri.append(np.arange(s_) + row)
-            ci.append(cols[v])
-            vi.append(np.ones(s_))
-            scale = 1.0 + np.abs(bias) + mag[v]
-            for i, M in zip(nd.inputs, mats):
-                M = M.tocoo()
-                ri.append(M.row.astype(np.int64) + row)
-                ci.append(cols[i][M.col])
-                vi.append(-M.data)
-                scale = scale + abs(M) @ mag[i]
-            eq_rhs.append(np.asarray(bias, dtype=np.float64).reshape(-1))
-            eq_scale.append(scale)
+            r_, c_, v_, bias, terms = linear_node_rows(nd, cols, v, row, mag)
+            ri += r_
+            ci += c_
+            vi += v_
+            eq_rhs.append(bias)
+            eq_scale.append(1.0 + np.abs(bias) + mag[v] + terms)
             row += s_
         self.r_eq = np.arange(0, row)
         self.eq_rhs = np.concatenate(eq_rhs) if eq_rhs else np.zeros(0)

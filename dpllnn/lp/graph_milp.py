@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..model.graph import Relu
+from .graph_lp import linear_node_rows
 from .highs import new_highs
 
 __all__ = ["GraphMILP", "milp_size"]
@@ -146,21 +147,15 @@ class GraphMILP:
                 rhi.append(2.0 * loos[iu])
                 row += k
                 continue
-            mats, bias = nd.op.to_csr()
-            bias = np.asarray(bias, dtype=np.float64).reshape(-1)
-            scale = 1.0 + np.abs(bias)
-            ri.append(np.arange(s) + row)
-            ci.append(cols[v])
-            vi.append(np.ones(s))
-            for i, M in zip(nd.inputs, mats):
-                M = M.tocoo()
-                ri.append(M.row.astype(np.int64) + row)
-                ci.append(cols[i][M.col])
-                vi.append(-M.data)
-                scale = scale + abs(M) @ mag[i]
-            mag.append(scale - 1.0)
-            rlo.append(bias - rtol * (scale + scale))
-            rhi.append(bias + rtol * (scale + scale))
+            r_, c_, v_, bias, terms = linear_node_rows(nd, cols, v, row, mag)
+            ri += r_
+            ci += c_
+            vi += v_
+            mag.append(np.abs(bias) + terms)
+            # the value's own magnitude is at most the terms': twice the terms' scale
+            loos = 2.0 * rtol * (1.0 + np.abs(bias) + terms)
+            rlo.append(bias - loos)
+            rhi.append(bias + loos)
             row += s
         if off != graph.n_relus:
             raise ValueError("GraphMILP: ReLU numbering does not cover the graph")
