@@ -675,3 +675,43 @@ def test_row_chunk_budget_reaches_the_engine_from_settings():
     b = dpllnn.verify(g, spec, timeout_s=20, workers=1, mode="cdcl", settings=tiny)
     assert a.verdict == b.verdict
     assert a.verdict.value in ("unsat", "sat")
+
+
+class _PlainSlice(Slice):
+    """A Slice without the in-place region transpose (the generic full-size path)."""
+
+    transpose_region = None
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=seeds)
+def test_region_transpose_matches_the_full_transpose(seed):
+    """The backward pass adds a Slice's transpose into its input in place (lowered MaxPool):
+    bounds equal the full-size path's up to the rounding margin, never looser, and the
+    caller's coefficient rows are left untouched."""
+    from dpllnn.bounds.graph.crown import SweepState, backward_lower
+    from dpllnn.io.onnx_load import network_or_graph
+
+    rng = np.random.default_rng(seed)
+    m = gm.pool_net(rng, in_shape=(1, 4, 4), kind="max", kernel=int(rng.choice([2, 3])),
+                    stride=int(rng.choice([1, 2])))
+    g = network_or_graph(m, "test")
+    assert any(isinstance(nd.op, Slice) for nd in g.nodes)
+    plain = Graph([Node(_PlainSlice(nd.op.in_shape, nd.op.index), nd.inputs, nd.name)
+                   if isinstance(nd.op, Slice) else nd for nd in g.nodes], g.output)
+    gp, pp = pack_graph(g), pack_graph(plain)
+    xl, xu = random_box(rng, g.n_inputs)
+    a = graph_bounds(gp, xl, xu, None, "crown")
+    b = graph_bounds(pp, xl, xu, None, "crown")
+    tol = 1e-9 * (1.0 + np.abs(b.z_lb))
+    assert np.all(a.z_lb >= b.z_lb - 1e-12 * (1.0 + np.abs(b.z_lb)))
+    assert np.all(a.z_lb <= b.z_lb + tol)
+    # one sweep state, two graphs: only the merging of the Slices' transposes differs
+    A = rng.normal(size=(5,) + g.nodes[g.output].shape)
+    A0 = A.copy()
+    st = a.sweep
+    la = backward_lower(st, g.output, A)
+    np.testing.assert_array_equal(A, A0)
+    ra = backward_lower(SweepState(pp, st.lo, st.hi, st.wa, st.phase), g.output, A)
+    assert np.all(la >= ra - 1e-12 * (1.0 + np.abs(ra)))
+    assert np.all(la - ra <= 1e-9 * (1.0 + np.abs(ra)))

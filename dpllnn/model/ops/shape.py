@@ -161,3 +161,9 @@ class Slice(StructuralOp):
         Y = np.zeros((A.shape[0],) + self.in_shape)
         Y[self._sl] = A
         return (Y,)
+
+    def transpose_region(self, A):
+        """The transpose as ``(index, values)``: ``A`` on the region ``index`` of the
+        ``(m, *in_shape)`` input coefficients, zero elsewhere (the backward pass adds it in
+        place instead of building :meth:`transpose`'s full-size array)."""
+        return self._sl, A
