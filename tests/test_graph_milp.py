@@ -203,3 +203,31 @@ def test_verify_root_milp_stage():
         if on >= 3:
             break
     assert on >= 3, f"the MILP stage proved {on} of {off} properties"
+
+
+def _child_refute(q, g, case):
+    q.put(_milp(g, case).refute(10.0)[0])
+
+
+def test_milp_runs_in_a_forked_child():
+    """A forked process inherits HiGHS's thread scheduler without its threads: a MILP run in
+    the parent and then in a forked child (the soundness campaign's process pool) hung in the
+    child until the scheduler was made per process."""
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(9300)
+    g = graph_from_network(random_network(rng, n_in=3, hidden=(6, 6), n_out=2))
+    case = _spec(rng, g, spread=(-60, 3)).cases[0]
+    first = _milp(g, case).refute(10.0)[0]
+    assert first in ("feasible", "infeasible")
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_refute, args=(q, g, case))
+    p.start()
+    p.join(60)
+    hung = p.is_alive()
+    if hung:
+        p.kill()
+        p.join()
+    assert not hung, "the MILP hung in a forked child"
+    assert q.get(timeout=5) == first

@@ -53,6 +53,13 @@ def new_highs():
             os.close(saved)
         _BANNER_SILENCED = True
     h.setOptionValue("output_flag", False)
+    # One thread for every model of the process.  HiGHS keeps one thread scheduler per
+    # process, made at the first run with that run's ``threads``; a forked child (a bench
+    # executor, the soundness campaign's pool, a search worker) inherits it without its
+    # threads, and a MILP's parallel root evaluation then waits for them forever (seen: 32 min
+    # in TaskGroup::~TaskGroup past a 5 s limit).  With one thread there are none to lose; the
+    # simplex runs serially anyway, and the search's parallelism is its worker processes
+    h.setOptionValue("threads", 1)
     return h
 
 
