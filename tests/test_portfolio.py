@@ -302,7 +302,9 @@ def test_a_dead_worker_gives_unknown(monkeypatch):
         _os._exit(3)
     monkeypatch.setattr(workers, "run_task", die)
     net, spec, truth = _instances(1)[0]
-    r = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode="cdcl", falsify_s=0.0)
+    # The root MILP stage would decide this small case before any worker starts.
+    s = replace(DEFAULT, cdcl=replace(DEFAULT.cdcl, root_milp=False))
+    r = dpllnn.verify(net, spec, timeout_s=30, workers=2, mode="cdcl", falsify_s=0.0, settings=s)
     if r.reason == "root bounds" or "falsification" in (r.reason or ""):
         pytest.skip("decided before the search")
     assert r.verdict is Verdict.UNKNOWN, r
