@@ -59,6 +59,12 @@ def relu_relaxation(l, u, phase, alpha=None):
         choice: 1 where ``u >= -l``), broadcastable against coefficient rows
     up_slope, up_icpt : ndarray (n,) -- the chord ``s z - s l`` above relu on ``[l, u]``
     """
+    return _with_alpha(_relu_parts(l, u, phase), alpha)
+
+
+def _relu_parts(l, u, phase):
+    """The slope-independent part of :func:`relu_relaxation`: (active mask, unstable mask,
+    upper slope, upper intercept, adaptive lower slope), flat arrays."""
     act = (phase == 1) | ((phase == 0) & (l >= 0.0))
     ina = (phase == -1) | ((phase == 0) & (u <= 0.0) & ~act)
     unst = ~(act | ina)
@@ -70,9 +76,13 @@ def relu_relaxation(l, u, phase, alpha=None):
     icpt = np.where(unst, icpt + 4.0 * 2.0 ** -53 * (np.abs(icpt) + np.abs(s * u)) + ABS_MARGIN,
                     0.0)
     up = np.where(act, 1.0, s)
-    if alpha is None:
-        lo = np.where(act, 1.0, np.where(unst & (u >= -l), 1.0, 0.0))
-    else:
+    lo = np.where(act, 1.0, np.where(unst & (u >= -l), 1.0, 0.0))
+    return act, unst, up, icpt, lo
+
+
+def _with_alpha(parts, alpha):
+    act, unst, up, icpt, lo = parts
+    if alpha is not None:
         lo = np.where(act, 1.0, np.where(unst, np.clip(alpha, 0.0, 1.0), 0.0))
     return lo, up, icpt
 
@@ -85,6 +95,18 @@ class SweepState:
     def __init__(self, gp, lo, hi, wa, phase):
         self.gp, self.lo, self.hi, self.wa, self.phase = gp, lo, hi, wa, phase
         self._amax = {}
+        self._relax = {}
+
+    def relaxation(self, k, alpha=None):
+        """:func:`relu_relaxation` of ReLU number ``k`` on this state's bounds and phases; the
+        slope-independent part is computed once per state (alpha- and beta-CROWN make one
+        backward pass per step on the same bounds)."""
+        parts = self._relax.get(k)
+        if parts is None:
+            p = self.gp.pre[k]
+            parts = _relu_parts(self.lo[p].reshape(-1), self.hi[p].reshape(-1), self.phase[k])
+            self._relax[k] = parts
+        return _with_alpha(parts, alpha)
 
     def amax(self, v) -> np.ndarray:
         """``max(|lo[v]|, |hi[v]|)`` flat (cached: a node is final once a pass reads it)."""
@@ -96,7 +118,7 @@ class SweepState:
 
 
 def _rows_chunk(gp, target) -> int:
-    widest = max(nd.size for nd in gp.graph.nodes[: target + 1])
+    widest = gp.widest_upto[target]
     return max(1, int(gp.row_chunk_bytes // (8 * 4 * max(widest, 1))))
 
 
@@ -167,7 +189,7 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
                 lo_s, up_s, icpt = _relax_override(l, u, ph, a, overrides, gp.zoff[k],
                                                    gp.zoff[k + 1], m)
             else:
-                lo_s, up_s, icpt = relu_relaxation(l, u, ph, a)
+                lo_s, up_s, icpt = st.relaxation(k, a)
             Ap = np.maximum(Af, 0.0)
             An = Af - Ap
             Apre = Ap * lo_s + An * up_s

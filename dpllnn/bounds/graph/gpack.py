@@ -46,6 +46,9 @@ class GraphPacked(ZSpace):
         (:func:`interval_exact_nodes`): the CROWN pass skips them
     after_a_relu : frozenset of int -- nodes with a ReLU node among their ancestors
         (:func:`after_a_relu_nodes`): the ones hidden-layer alpha-CROWN optimises
+    widest_upto : tuple of int -- ``widest_upto[v]`` is the largest node size among nodes
+        ``0..v`` (the row chunk of a backward pass from ``v``; asked once per pass, and a
+        search node makes dozens of passes)
     """
 
     graph: object
@@ -61,6 +64,7 @@ class GraphPacked(ZSpace):
     row_chunk_bytes: int
     interval_exact: frozenset
     after_a_relu: frozenset
+    widest_upto: tuple
 
     is_graph = True
 
@@ -94,7 +98,9 @@ def pack_graph(graph, row_chunk_bytes: int = 64 << 20) -> GraphPacked:
                        n_relus=int(zoff[len(pre)]), n_z=int(zoff[-1]),
                        margin_factor=2.0 * gamma(N), row_chunk_bytes=int(row_chunk_bytes),
                        interval_exact=interval_exact_nodes(graph),
-                       after_a_relu=after_a_relu_nodes(graph))
+                       after_a_relu=after_a_relu_nodes(graph),
+                       widest_upto=tuple(int(w) for w in np.maximum.accumulate(
+                           [nd.size for nd in graph.nodes])))
 
 
 def after_a_relu_nodes(g) -> frozenset:

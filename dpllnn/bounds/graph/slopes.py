@@ -130,7 +130,7 @@ def optimise_node_rows(st, v, rows, shape, iters: int, lr: float = 0.1, deadline
         l, u = st.lo[p].reshape(-1), st.hi[p].reshape(-1)
         default[gp.zoff[k]:gp.zoff[k + 1]] = np.where(u >= -l, 1.0, 0.0)
     n = int(np.prod(shape))
-    widest = max(nd.size for nd in g.nodes[: v + 1])
+    widest = gp.widest_upto[v]
     # per row: slopes, their best, Adam's two moments and the gradient (width each), the tape's
     # coefficients and slopes (width), the sweep's coefficients (a few of the widest node)
     per_row = 8 * (7 * width + 4 * widest)
