@@ -39,11 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bounds import compute_bounds, objective_bounds, objective_lower_split
-from ..bounds.graph.beta import graph_beta_objective_lower as beta_objective_lower
-from ..bounds.graph.dense_view import graph_view_of_dense
 from ..bounds.alpha import rebound_hidden
 from ..settings import TheorySettings
 from .clauses import ClauseShortening
+from .theory_beta import TheoryBeta
 from .theory_lp import TheoryLP
 
 @dataclass
@@ -61,7 +60,7 @@ class Snapshot:
     short: object = None       # ClauseShortening's re-checked short reason (False: none)
 
 
-class ReluTheory(ClauseShortening, TheoryLP):
+class ReluTheory(ClauseShortening, TheoryLP, TheoryBeta):
     """Trail, levels, bound snapshots, implied literals, reasons and conflicts; the LPs (node
     relaxations, complete assignments) and the counterexamples they lead to come from
     :class:`~dpllnn.search.theory_lp.TheoryLP`.
@@ -158,14 +157,7 @@ class ReluTheory(ClauseShortening, TheoryLP):
         #: beta-CROWN steps on a node's objective when CROWN does not refute it (warm-started from
         #: the parent snapshot's slopes and multipliers); 0: none
         self.beta_iters = cfg.beta_iters_graph if self.objective_only else cfg.beta_iters_dense
-        #: dense chains run beta-CROWN on their lowered graph, with the dense node bounds
-        self._beta_gp = None
-        if self.beta_iters and not self.objective_only:
-            from ..bounds.graph.gpack import pack_graph
-            from ..model.lower import graph_from_network
-            self._beta_gp = pack_graph(graph_from_network(network))
-        self.t_beta = 0.0
-        self.n_beta_refuted = 0
+        self._init_beta(network)
         self.clause_lits_full = self.clause_lits = self.n_shortened = self.n_recheck = 0
         self.n_refutation_clauses = 0
         self.t_stabilise = 0.0           # MILP stabilisation between restarts (cdcl driver)
@@ -436,42 +428,6 @@ class ReluTheory(ClauseShortening, TheoryLP):
         if self.lp_unstable >= 0 and not base.lp_done:
             self._relaxation_lp(base)
         return self._consequences(base)
-
-    def _beta_lower(self, lbd, ph, base, lo, ref):
-        """beta-CROWN on the objective rows of the disjuncts still open at this node (neither
-        refuted here or at an ancestor, nor deselected): a refuted row stays refuted in every
-        descendant (the parent's bound is kept), so its multipliers would be optimised for
-        nothing.  On oval21 (3 open disjuncts, one row each) the rows of refuted disjuncts were
-        most of the node's beta work.  Returns the objective bounds (m,) and the slopes and
-        multipliers (m, n_relus) for the children's warm start (the parent's on skipped rows)."""
-        live = np.flatnonzero(~ref & (self.sel_val != -1))
-        alpha0 = base.alpha if base.alpha is not None else self.alpha_obj
-        if live.size == 0:
-            return lo, alpha0, base.beta
-        rows = np.concatenate([np.arange(self.rows[i], self.rows[i + 1]) for i in live])
-        gp, glbd = self.packed, lbd
-        if self._beta_gp is not None:
-            gp, glbd = self._beta_gp, graph_view_of_dense(self._beta_gp, lbd)
-        lo_b, al_r, be_r = beta_objective_lower(
-            gp, self.lb, self.ub, glbd, self.C[rows], self.d[rows], ph,
-            alpha0=None if alpha0 is None else alpha0[rows],
-            beta0=None if base.beta is None else base.beta[rows],
-            iters=self.beta_iters, deadline=self.deadline)
-        lo = lo.copy()
-        lo[rows] = np.maximum(lo[rows], lo_b)
-        m = self.C.shape[0]
-        if alpha0 is not None and alpha0.shape == (m, al_r.shape[1]):
-            al = alpha0.copy()
-            al[rows] = al_r
-        elif rows.size == m:
-            al = al_r
-        else:       # no full set of starting slopes: the live rows' own, adaptive elsewhere
-            al = None
-        be = np.zeros((m, be_r.shape[1])) if base.beta is None else base.beta.copy()
-        be[rows] = be_r
-        if al is None:
-            be = None
-        return lo, al, be
 
     def _conflict_neuron(self, c):
         """Neuron ``c`` has a phase its layer's bounds (from earlier layers) exclude."""
