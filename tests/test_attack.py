@@ -200,3 +200,26 @@ def test_output_diversified_stays_in_box_and_moves_points():
     Y = output_diversified(net, X, lb, ub, np.random.default_rng(0), steps=5)
     assert Y.shape == X.shape and np.all(Y >= lb) and np.all(Y <= ub)
     assert np.any(np.abs(Y - X) > 0)
+
+
+def test_single_disjunct_turns_follow_the_sampled_margins(monkeypatch):
+    """The rounds attack the single disjuncts smallest sampled margin first, not in file order:
+    with disjuncts ``-y0 <= d_j`` (margin ``-y0 - d_j``: the same samples, shifted) the order
+    is that of decreasing ``d_j``."""
+    import dpllnn.attack as attack
+    rng = np.random.default_rng(11)
+    net = random_network(rng, 3, (6,), 2)
+    ds = [-103.0, -100.0, -102.0, -101.0]       # unreachable: y0 stays far below 100
+    spec = Spec([Case(np.zeros(3), np.ones(3),
+                      [Disjunct(np.array([[-1.0, 0.0]]), np.array([d])) for d in ds])], 3, 2)
+    seen = []
+
+    def fake_pgd(network, X0, lb, ub, C, d, steps, end, stop_below=-np.inf, groups=None):
+        if C.shape[0] == 1:
+            seen.append(float(d[0]))
+        return X0, np.full(X0.shape[0], 1.0)   # never a success: the rounds go on
+
+    monkeypatch.setattr(attack, "_pgd", fake_pgd)
+    assert falsify(net, spec, time_limit_s=0.3, use_onnxruntime=False) is None
+    assert seen[:4] == sorted(ds, reverse=True)
+    assert seen[4:8] == seen[:4]                # and the same order in every later sweep
