@@ -272,7 +272,8 @@ def falsify(network: Network, spec: Spec, *, time_limit_s: float | None = 1.0, n
     batched PGD (``pgd_restarts`` restarts of ``pgd_steps`` steps; the best random samples seed
     the first round, later rounds start at fresh random points; fresh points are moved first by
     :func:`output_diversified`).  Each round attacks, per case, the union of its disjuncts
-    (margin ``min_k`` over disjuncts) and one single disjunct in turn.
+    (margin ``min_k`` over disjuncts) and one single disjunct in turn, the disjuncts taken in
+    order of their smallest margin over the random samples.
 
     Parameters
     ----------
