@@ -182,12 +182,10 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
         if isinstance(nd.op, Relu):
             k = gp.relu_index[v]
             p = nd.inputs[0]
-            l, u = st.lo[p].reshape(-1), st.hi[p].reshape(-1)
-            ph = st.phase[k]
             a = None if alphas is None else alphas.get(k)
             if overrides is not None:
-                lo_s, up_s, icpt = _relax_override(l, u, ph, a, overrides, gp.zoff[k],
-                                                   gp.zoff[k + 1], m)
+                lo_s, up_s, icpt = _relax_override(st.relaxation(k, a), g.nodes[p].size,
+                                                   overrides, gp.zoff[k], gp.zoff[k + 1], m)
             else:
                 lo_s, up_s, icpt = st.relaxation(k, a)
             Ap = np.maximum(Af, 0.0)
@@ -236,14 +234,12 @@ def backward_lower(st: SweepState, target: int, A: np.ndarray, alphas=None, over
     return (lower, A0) if want_coeffs else lower
 
 
-def _relax_override(l, u, ph, alpha, overrides, z0, z1, m):
+def _relax_override(relax, n, overrides, z0, z1, m):
     """Per-row relaxations where row ``r`` fixes neuron ``idx[r] - z0`` (if in this node) to
-    phase ``sgn[r]``; returns (m, n) arrays."""
+    phase ``sgn[r]``: ``relax`` is the node's (lower slope, upper slope, intercept) of its ``n``
+    neurons (:meth:`SweepState.relaxation`); returns (m, n) arrays."""
     idx, sgn = overrides
-    lo_s, up_s, icpt = relu_relaxation(l, u, ph, alpha)
-    lo_s = np.broadcast_to(lo_s, (m, l.size)).copy()
-    up_s = np.broadcast_to(up_s, (m, l.size)).copy()
-    icpt = np.broadcast_to(icpt, (m, l.size)).copy()
+    lo_s, up_s, icpt = (np.broadcast_to(a, (m, n)).copy() for a in relax)
     rows = np.flatnonzero((idx >= z0) & (idx < z1))
     if rows.size:
         j = idx[rows] - z0
